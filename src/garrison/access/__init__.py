@@ -1,0 +1,1 @@
+"""Who may do what (roles and permissions) and the tamper-evident audit log."""

@@ -1,0 +1,1 @@
+"""The device agent: enrollment, the mTLS channel, automatic renewal."""

@@ -1,0 +1,153 @@
+"""The agent's work: first enrollment, check-in over mTLS, automatic renewal."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from garrison import __version__
+from garrison.agent.est_client import build_csr, enroll, fetch_cacerts, reenroll, tls_context
+from garrison.agent.identity import AgentConfig, Identity, StateDir, verify_issued
+from garrison.agent.renewal import backoff, renewal_due
+from garrison.errors import ConfigError, GarrisonError
+from garrison.factory.policy import check_serial
+
+Clock = Callable[[], dt.datetime]
+log = logging.getLogger("garrison.agent")
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class ChannelError(GarrisonError):
+    """The control plane refused the device or could not be reached."""
+
+
+@dataclass(frozen=True)
+class CheckInResult:
+    serial: str
+    certificate: str
+    poll_seconds: int
+
+
+class Agent:
+    """One device's agent, working from its state directory."""
+
+    def __init__(self, state: StateDir, clock: Clock = _utc_now, timeout: float = 30.0) -> None:
+        self.state = state
+        self.clock = clock
+        self.timeout = timeout
+
+    # -- enrollment --------------------------------------------------------------------
+
+    def enroll(self, config: AgentConfig, token: str, fleet_root_pem: bytes) -> Identity:
+        """First enrollment with a factory token. The key is generated here and stays here."""
+        check_serial(config.serial)
+        if self.state.current() is not None:
+            raise ConfigError(
+                f"{self.state.root} already holds an identity for {config.serial}",
+                hint="a device enrolls once; renewal is automatic ('garrison agent renew' forces one)",
+            )
+        self.state.save_config(config, fleet_root_pem)
+        if config.key_store == "file":
+            self.state.ensure_passphrase()
+        key_ref, key = self.state.new_key(config, 1)
+        with self._client(config) as client:
+            issued = enroll(client, config.serial, token, build_csr(key, config.serial))
+            chain = self._verified_chain(client, issued[0], key)
+        return self.state.commit(1, key_ref, chain)
+
+    def _verified_chain(self, client: httpx.Client, leaf: x509.Certificate, key: object) -> list[x509.Certificate]:
+        root = self.state.fleet_root()
+        intermediates = [c for c in fetch_cacerts(client) if c != root]
+        verify_issued(leaf, intermediates, root, key)  # type: ignore[arg-type]
+        return [leaf, *intermediates]
+
+    # -- the channel -------------------------------------------------------------------
+
+    def _client(self, config: AgentConfig, identity: Identity | None = None) -> httpx.Client:
+        trust = str(self.state.trust_path)
+        if identity is None:
+            context = tls_context(trust)
+        else:
+            if not identity.key_ref.startswith("file:"):
+                raise ConfigError(
+                    "mutual TLS with a key inside a PKCS#11 token is not supported by this agent yet",
+                    hint="use the file key store for devices that must talk mTLS (see docs/identity.md)",
+                )
+            secrets = self.state.key_secrets(config)
+            context = tls_context(trust, str(identity.cert_path), str(identity.key_path), secrets.passphrase)
+        return httpx.Client(base_url=config.server_url, verify=context, timeout=self.timeout)
+
+    def check_in(self) -> CheckInResult:
+        """Tell the control plane we are alive, over mTLS with the current identity."""
+        config = self.state.load_config()
+        identity = self._require_identity()
+        with self._client(config, identity) as client:
+            try:
+                response = client.post("/device/v1/checkin", json={"agent_version": __version__})
+            except httpx.HTTPError as exc:
+                raise ChannelError(f"cannot reach the control plane: {exc}") from exc
+        if response.status_code != 200:
+            raise ChannelError(f"check-in refused ({response.status_code}): {response.text[:300]}")
+        body = response.json()
+        return CheckInResult(body["serial"], body["certificate"], int(body["poll_seconds"]))
+
+    def _require_identity(self) -> Identity:
+        identity = self.state.current()
+        if identity is None:
+            raise ConfigError(f"{self.state.root} holds no identity", hint="run 'garrison agent enroll' first")
+        return identity
+
+    # -- renewal -----------------------------------------------------------------------
+
+    def renewal_due(self) -> bool:
+        config = self.state.load_config()
+        cert = self._require_identity().certificate
+        return renewal_due(cert.not_valid_before_utc, cert.not_valid_after_utc, self.clock(), config.renew_fraction)
+
+    def renew(self) -> Identity:
+        """Re-enroll with a new key. The current identity stays active until the new one is
+        complete on disk; an interruption at any point leaves a working identity."""
+        config = self.state.load_config()
+        current = self._require_identity()
+        generation = current.generation + 1
+        key_ref, key = self.state.new_key(config, generation)
+        with self._client(config, current) as client:
+            issued = reenroll(client, build_csr(key, config.serial))
+            chain = self._verified_chain(client, issued[0], key)
+        identity = self.state.commit(generation, key_ref, chain)
+        self.check_in()  # first use of the new certificate retires the old one server-side
+        self.state.prune(keep=generation)
+        return identity
+
+    # -- the daemon --------------------------------------------------------------------
+
+    def run(self, stop: threading.Event, max_cycles: int | None = None) -> None:
+        """Check in every poll interval and renew when due; back off on failures."""
+        attempt, cycles = 0, 0
+        while not stop.is_set() and (max_cycles is None or cycles < max_cycles):
+            cycles += 1
+            try:
+                if self.renewal_due():
+                    identity = self.renew()
+                    log.info("renewed identity: certificate %x", identity.certificate.serial_number)
+                result = self.check_in()
+                attempt, wait = 0, float(result.poll_seconds)
+            except GarrisonError as exc:
+                attempt += 1
+                wait = backoff(attempt).total_seconds()
+                log.warning("agent cycle failed (attempt %d, retry in %.0fs): %s", attempt, wait, exc)
+            stop.wait(wait)
+
+
+def certificate_pem(identity: Identity) -> bytes:
+    return identity.certificate.public_bytes(serialization.Encoding.PEM)

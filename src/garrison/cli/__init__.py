@@ -1,0 +1,1 @@
+"""The ``garrison`` command line: a thin shell over the services and the admin API."""

@@ -1,0 +1,79 @@
+"""What every command shares: the data directory option, error rendering, the API client."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+
+from garrison.errors import ConfigError, GarrisonError
+from garrison.settings import default_data_dir, read_settings
+
+console = Console()
+err_console = Console(stderr=True)
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Fleet data directory [default: $GARRISON_DATA_DIR or ./.garrison]"),
+]
+ServerUrl = Annotated[str | None, typer.Option("--server", help="Control plane URL [default: public_url of the fleet]")]
+Token = Annotated[
+    str | None,
+    typer.Option("--token", envvar="GARRISON_TOKEN", help="API token [default: DATA_DIR/admin.token]"),
+]
+
+
+def resolve_data_dir(data_dir: Path | None) -> Path:
+    return data_dir if data_dir is not None else default_data_dir()
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def fail(exc: GarrisonError) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {exc}")
+    if exc.hint:
+        err_console.print(f"[yellow]hint:[/] {exc.hint}")
+    return typer.Exit(code=2)
+
+
+class ApiClient:
+    """The admin REST API, over TLS pinned to the fleet root."""
+
+    def __init__(self, data_dir: Path | None, server: str | None, token: str | None) -> None:
+        root = resolve_data_dir(data_dir)
+        settings = read_settings(root)
+        if token is None:
+            token_file = root / "admin.token"
+            if not token_file.exists():
+                raise ConfigError("no API token given", hint="pass --token or set GARRISON_TOKEN")
+            token = token_file.read_text().strip()
+        self._client = httpx.Client(
+            base_url=(server or settings.public_url).rstrip("/") + "/api/v1",
+            verify=os.fspath(root / "pki" / "root-ca.pem"),
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60.0,
+        )
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ConfigError(
+                f"cannot reach the control plane: {exc}", hint="is 'garrison server' running?"
+            ) from exc
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+            except ValueError:
+                body = {"detail": response.text}
+            raise GarrisonError(
+                f"{response.status_code}: {body.get('detail')}", hint=str(body.get("hint", ""))
+            )
+        return response.json()

@@ -1,0 +1,32 @@
+"""The ``garrison`` command."""
+
+from __future__ import annotations
+
+import typer
+
+from garrison import __version__
+from garrison.cli import admin_cmds, agent_cmds, demo_cmd, fleet_cmds
+
+app = typer.Typer(
+    help="Garrison: one chain of trust from the factory to devices in the field.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.command()(fleet_cmds.init)
+app.command()(fleet_cmds.server)
+app.command()(demo_cmd.demo)
+app.add_typer(admin_cmds.principal_app, name="principal")
+app.add_typer(admin_cmds.batch_app, name="batch")
+app.add_typer(admin_cmds.device_app, name="device")
+app.add_typer(admin_cmds.audit_app, name="audit")
+app.add_typer(agent_cmds.agent_app, name="agent")
+
+
+@app.command()
+def version() -> None:
+    """Print the Garrison version."""
+    print(__version__)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,87 @@
+"""Recording issued certificates and finding them again (by fingerprint or serial)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from sqlalchemy import Connection, select
+
+from garrison.store.tables import certificates, devices
+
+VALID = "valid"
+REVOKED = "revoked"
+
+
+def fingerprint(der: bytes) -> str:
+    """The SHA-256 fingerprint (hex) of a DER certificate."""
+    return hashlib.sha256(der).hexdigest()
+
+
+def serial_hex(serial_number: int) -> str:
+    return format(serial_number, "x")
+
+
+@dataclass(frozen=True)
+class CertRecord:
+    serial_hex: str
+    device_id: int
+    device_serial: str
+    device_status: str
+    device_current_cert: str | None
+    retire_pending: bool
+    status: str
+    not_after: dt.datetime
+    revoked_at: dt.datetime | None
+    revocation_reason: str | None
+
+
+def record_certificate(conn: Connection, device_id: int, cert: x509.Certificate, now: dt.datetime) -> str:
+    """Store an issued certificate; return its serial (hex)."""
+    der = cert.public_bytes(serialization.Encoding.DER)
+    serial = serial_hex(cert.serial_number)
+    conn.execute(
+        certificates.insert().values(
+            serial_hex=serial,
+            device_id=device_id,
+            fingerprint=fingerprint(der),
+            not_before=cert.not_valid_before_utc,
+            not_after=cert.not_valid_after_utc,
+            issued_at=now,
+            status=VALID,
+            der=der,
+        )
+    )
+    return serial
+
+
+def _select() -> select:  # type: ignore[type-arg]
+    return select(
+        certificates.c.serial_hex,
+        certificates.c.device_id,
+        devices.c.serial.label("device_serial"),
+        devices.c.status.label("device_status"),
+        devices.c.current_cert.label("device_current_cert"),
+        devices.c.retire_pending,
+        certificates.c.status,
+        certificates.c.not_after,
+        certificates.c.revoked_at,
+        certificates.c.revocation_reason,
+    ).join(devices, devices.c.id == certificates.c.device_id)
+
+
+def _record(row: object) -> CertRecord:
+    return CertRecord(**row._mapping)  # type: ignore[attr-defined]
+
+
+def find_by_fingerprint(conn: Connection, der: bytes) -> CertRecord | None:
+    row = conn.execute(_select().where(certificates.c.fingerprint == fingerprint(der))).first()
+    return None if row is None else _record(row)
+
+
+def find_by_serial(conn: Connection, serial_number: int) -> CertRecord | None:
+    row = conn.execute(_select().where(certificates.c.serial_hex == serial_hex(serial_number))).first()
+    return None if row is None else _record(row)

@@ -1,0 +1,74 @@
+"""Publishing revocation: the current CRL (kept in the database, re-signed when due) and
+the certificate status lookup behind the OCSP responder."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from sqlalchemy import Connection, select, update
+
+from garrison.identity.certificates import REVOKED, find_by_serial
+from garrison.identity.devices import REVOCATION_REASONS
+from garrison.pki.authority import Authority
+from garrison.pki.revocation import CRL_VALIDITY, CertStatus, RevokedEntry, build_crl
+from garrison.store.tables import certificates, crl_state
+
+REFRESH_BEFORE = CRL_VALIDITY / 2
+
+
+def revoked_entries(conn: Connection, now: dt.datetime) -> list[RevokedEntry]:
+    """Every revoked certificate that has not yet expired (expired ones may leave the CRL)."""
+    rows = conn.execute(
+        select(certificates.c.serial_hex, certificates.c.revoked_at, certificates.c.revocation_reason)
+        .where(certificates.c.status == REVOKED, certificates.c.not_after > now)
+        .order_by(certificates.c.serial_hex)
+    )
+    return [
+        RevokedEntry(
+            int(row.serial_hex, 16),
+            row.revoked_at,
+            REVOCATION_REASONS.get(row.revocation_reason or "", x509.ReasonFlags.unspecified),
+        )
+        for row in rows
+    ]
+
+
+def publish_crl(conn: Connection, ca: Authority, now: dt.datetime) -> bytes:
+    """Sign a new complete CRL with the next CRL number and store it; return its DER."""
+    row = conn.execute(select(crl_state.c.crl_number).where(crl_state.c.id == 1)).first()
+    number = 1 if row is None else int(row.crl_number) + 1
+    crl = build_crl(ca, revoked_entries(conn, now), number, now)
+    der = crl.public_bytes(serialization.Encoding.DER)
+    next_update = crl.next_update_utc
+    assert next_update is not None
+    if row is None:
+        conn.execute(crl_state.insert().values(id=1, crl_number=number, next_update=next_update, der=der))
+    else:
+        conn.execute(
+            update(crl_state).where(crl_state.c.id == 1).values(
+                crl_number=number, next_update=next_update, der=der
+            )
+        )
+    return der
+
+
+def current_crl(conn: Connection, now: dt.datetime) -> bytes | None:
+    """The stored CRL if it is not yet due for refresh, else ``None``."""
+    row = conn.execute(select(crl_state.c.der, crl_state.c.next_update).where(crl_state.c.id == 1)).first()
+    if row is None or row.next_update - REFRESH_BEFORE <= now:
+        return None
+    return bytes(row.der)
+
+
+def certificate_status(conn: Connection, serial_number: int) -> CertStatus | None:
+    """What OCSP says about a serial: ``None`` if this fleet never issued it."""
+    record = find_by_serial(conn, serial_number)
+    if record is None:
+        return None
+    if record.status != REVOKED:
+        return CertStatus(revoked=None)
+    assert record.revoked_at is not None
+    reason = REVOCATION_REASONS.get(record.revocation_reason or "", x509.ReasonFlags.unspecified)
+    return CertStatus(RevokedEntry(serial_number, record.revoked_at, reason))

@@ -1,0 +1,1 @@
+"""The control plane: a thin ASGI shell around the identity services."""

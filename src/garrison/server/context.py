@@ -1,0 +1,141 @@
+"""What every route can reach: the services of one running control plane, and the typed
+dependencies that hand them to routes (the calling principal, the calling device)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
+
+from garrison.access.roles import Permission, require
+from garrison.errors import PolicyError
+from garrison.identity.devices import DeviceIdentity, authenticate_device
+from garrison.identity.enrollment import Clock, EnrollmentService
+from garrison.identity.fleet import Fleet
+from garrison.identity.principals import Principal, authenticate
+from garrison.server.errors import HttpError
+from garrison.server.tls import client_certificate
+from garrison.store.audit_log import append_audit
+from garrison.store.database import Database
+
+MAX_JSON_BYTES = 1024 * 1024
+
+
+@dataclass
+class ControlPlane:
+    fleet: Fleet
+    database: Database
+    enrollment: EnrollmentService
+    clock: Clock
+
+    def now(self) -> dt.datetime:
+        return self.clock()
+
+    def audit_refusal(self, actor: str, action: str, target: str, reason: str) -> None:
+        with self.database.write() as conn:
+            append_audit(
+                conn, actor=actor, action=action, target=target, outcome="refused",
+                now=self.now(), details={"reason": reason[:300]},
+            )  # fmt: skip
+
+
+def plane(request: Request) -> ControlPlane:
+    cp = request.app.state.control_plane
+    assert isinstance(cp, ControlPlane)
+    return cp
+
+
+Plane = Annotated[ControlPlane, Depends(plane)]
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) as soon as it grows past ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HttpError(413, f"request body too large ({declared} bytes, limit {limit})")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HttpError(413, f"request body too large (more than {limit} bytes)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def basic_credentials(request: Request) -> tuple[str, str]:
+    """``(user, password)`` from HTTP Basic, or 401 asking for them."""
+    challenge = {"WWW-Authenticate": 'Basic realm="garrison-est", charset="UTF-8"'}
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic" or not value:
+        raise HttpError(401, "enrollment needs HTTP Basic credentials: serial and token", headers=challenge)
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise HttpError(401, "malformed HTTP Basic credentials", headers=challenge) from None
+    user, sep, password = decoded.partition(":")
+    if not sep or not user or not password:
+        raise HttpError(401, "HTTP Basic credentials need both serial and token", headers=challenge)
+    return user, password
+
+
+async def current_principal(request: Request, cp: Plane) -> Principal:
+    """The principal whose bearer token authenticates this request (401 otherwise, audited)."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    principal = None
+    if scheme.lower() == "bearer" and token:
+        def lookup() -> Principal | None:
+            with cp.database.read() as conn:
+                return authenticate(conn, token.strip())
+
+        principal = await run_in_threadpool(lookup)
+    if principal is None:
+        reason = "missing bearer token" if not token else "invalid or disabled API token"
+        await run_in_threadpool(cp.audit_refusal, "anonymous", "api.authenticate", request.url.path, reason)
+        raise HttpError(
+            401, f"authentication required: {reason}",
+            hint="send 'Authorization: Bearer <token>' with a principal's API token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )  # fmt: skip
+    return principal
+
+
+def permitted(permission: Permission) -> Any:
+    """A dependency that yields the principal if its role holds ``permission`` (403, audited)."""
+
+    async def check(request: Request, cp: Plane, principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+        try:
+            require(principal.role, permission)
+        except PolicyError as exc:
+            await run_in_threadpool(
+                cp.audit_refusal, f"principal:{principal.name}", "api.authorize", request.url.path, str(exc)
+            )
+            raise
+        return principal
+
+    return Depends(check)
+
+
+async def current_device(request: Request, cp: Plane) -> DeviceIdentity:
+    """The active device behind this request's verified client certificate (403 otherwise)."""
+    der = client_certificate(request.scope)
+
+    def lookup() -> DeviceIdentity:
+        with cp.database.read() as conn:
+            return authenticate_device(conn, der, cp.now())
+
+    try:
+        return await run_in_threadpool(lookup)
+    except PolicyError as exc:
+        await run_in_threadpool(cp.audit_refusal, "device:unknown", "device.authenticate", request.url.path, str(exc))
+        raise
+
+
+CurrentDevice = Annotated[DeviceIdentity, Depends(current_device)]

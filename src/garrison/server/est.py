@@ -1,0 +1,93 @@
+"""EST (RFC 7030) under ``/.well-known/est/``: exactly the RFC's media types and encodings."""
+
+from __future__ import annotations
+
+import base64
+
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs7
+
+from garrison.pki.csr import MAX_CSR_BYTES
+from garrison.server.context import Plane, basic_credentials, read_body
+from garrison.server.errors import HttpError
+from garrison.server.tls import client_certificate
+
+router = APIRouter(prefix="/.well-known/est", tags=["EST (RFC 7030)"])
+
+PKCS7_CERTS_ONLY = "application/pkcs7-mime; smime-type=certs-only"
+
+
+def _oid(dotted: str) -> bytes:
+    parts = [int(p) for p in dotted.split(".")]
+    body = bytearray([40 * parts[0] + parts[1]])
+    for part in parts[2:]:
+        chunk = [part & 0x7F]
+        part >>= 7
+        while part:
+            chunk.append(0x80 | (part & 0x7F))
+            part >>= 7
+        body.extend(reversed(chunk))
+    return b"\x06" + bytes([len(body)]) + bytes(body)
+
+
+def _tlv(tag: int, content: bytes) -> bytes:
+    assert len(content) < 128
+    return bytes([tag, len(content)]) + content
+
+
+# CsrAttrs (RFC 7030 section 4.5.2): sign with ecdsa-with-SHA256; use an EC key on P-256.
+CSR_ATTRS_DER = _tlv(
+    0x30,
+    _oid("1.2.840.10045.4.3.2")
+    + _tlv(0x30, _oid("1.2.840.10045.2.1") + _tlv(0x31, _oid("1.2.840.10045.3.1.7"))),
+)
+
+
+def _base64_response(der: bytes, media_type: str) -> Response:
+    return Response(
+        content=base64.encodebytes(der),
+        media_type=media_type,
+        headers={"Content-Transfer-Encoding": "base64"},
+    )
+
+
+def _require_pkcs10(request: Request) -> None:
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/pkcs10":
+        raise HttpError(
+            415,
+            f"content type must be application/pkcs10, not {media or 'none'!r}",
+            hint="send the base64-encoded DER CSR with Content-Type: application/pkcs10",
+        )
+
+
+@router.get("/cacerts", summary="CA certificates (PKCS#7 certs-only, base64)")
+async def cacerts(cp: Plane) -> Response:
+    return _base64_response(cp.enrollment.cacerts(), "application/pkcs7-mime")
+
+
+@router.get("/csrattrs", summary="CSR attributes the server wants (base64 DER CsrAttrs)")
+async def csrattrs() -> Response:
+    return _base64_response(CSR_ATTRS_DER, "application/csrattrs")
+
+
+@router.post("/simpleenroll", summary="Factory enrollment: HTTP Basic serial/token + PKCS#10")
+async def simpleenroll(request: Request, cp: Plane) -> Response:
+    serial, token = basic_credentials(request)
+    _require_pkcs10(request)
+    body = await read_body(request, MAX_CSR_BYTES)
+    issued = await run_in_threadpool(cp.enrollment.enroll, serial, token, body)
+    der = pkcs7.serialize_certificates([issued.certificate], serialization.Encoding.DER)
+    return _base64_response(der, PKCS7_CERTS_ONLY)
+
+
+@router.post("/simplereenroll", summary="Re-enrollment authenticated by the current certificate")
+async def simplereenroll(request: Request, cp: Plane) -> Response:
+    _require_pkcs10(request)
+    body = await read_body(request, MAX_CSR_BYTES)
+    issued = await run_in_threadpool(cp.enrollment.reenroll, client_certificate(request.scope), body)
+    der = pkcs7.serialize_certificates([issued.certificate], serialization.Encoding.DER)
+    return _base64_response(der, PKCS7_CERTS_ONLY)

@@ -1,0 +1,107 @@
+"""API schemas: what clients send and receive. Separate from the tables, so that token
+digests and key material never reach a response."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from garrison.access.roles import Role
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PrincipalCreate(Strict):
+    name: str = Field(min_length=1, max_length=64)
+    role: Role
+
+
+class PrincipalPublic(Strict):
+    name: str
+    role: Role
+
+
+class PrincipalCreated(PrincipalPublic):
+    token: str = Field(description="The API token. Shown once; only its digest is stored.")
+
+
+class BatchCreate(Strict):
+    name: str = Field(min_length=1, max_length=128)
+    manufacturer: str = Field(description="Name of a principal with the manufacturer role")
+    model: str = Field(min_length=1, max_length=64, description="Hardware model of the devices")
+    serials: list[str] = Field(default_factory=list, max_length=100_000)
+    quota: int | None = Field(default=None, ge=1, le=100_000)
+    valid_days: int = Field(default=30, ge=1, le=366)
+
+
+class EnrollmentToken(Strict):
+    serial: str | None
+    token: str
+
+
+class BatchCreated(Strict):
+    id: int
+    expires_at: dt.datetime
+    tokens: list[EnrollmentToken] = Field(description="Single-use tokens. Shown once.")
+
+
+class BatchPublic(Strict):
+    id: int
+    name: str
+    manufacturer: str | None
+    model: str
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    quota: int | None
+    issued: int
+    authorized: int
+    closed: bool
+
+
+class DevicePublic(Strict):
+    serial: str
+    model: str
+    status: str
+    enrolled_at: dt.datetime
+    last_seen_at: dt.datetime | None
+    current_cert: str | None
+    cert_not_after: dt.datetime | None
+
+
+class RevokeRequest(Strict):
+    reason: str = Field(default="unspecified", max_length=32)
+
+
+class Revoked(Strict):
+    serial: str
+    certificates: list[str]
+
+
+class AuditEntry(Strict):
+    seq: int
+    at: str
+    actor: str
+    action: str
+    target: str
+    outcome: str
+    details: dict[str, object]
+    entry_hash: str
+
+
+class AuditHead(Strict):
+    seq: int
+    entry_hash: str
+
+
+class CheckIn(Strict):
+    agent_version: str = Field(default="", max_length=64)
+
+
+class CheckInResult(Strict):
+    serial: str
+    certificate: str
+    server_time: dt.datetime
+    poll_seconds: int

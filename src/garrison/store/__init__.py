@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy Core tables, the engine (SQLite or PostgreSQL), Alembic migrations."""

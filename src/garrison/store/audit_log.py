@@ -1,0 +1,75 @@
+"""Appending to and reading the hash-chained audit log."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+
+from garrison.access.audit import AuditRecord, canonical, chain_hash
+from garrison.store.tables import audit_head, audit_log
+
+
+def append_audit(
+    conn: Connection,
+    *,
+    actor: str,
+    action: str,
+    target: str,
+    outcome: str,
+    now: dt.datetime,
+    details: dict[str, Any] | None = None,
+) -> int:
+    """Append one entry inside the caller's transaction; return its sequence number.
+
+    The head row is updated first, which takes its row lock (PostgreSQL) or the write lock
+    (SQLite): concurrent writers, even in other processes, append strictly one after another.
+    """
+    row = conn.execute(
+        update(audit_head)
+        .where(audit_head.c.id == 1)
+        .values(seq=audit_head.c.seq + 1)
+        .returning(audit_head.c.seq, audit_head.c.entry_hash)
+    ).one()
+    seq, prev = int(row.seq), str(row.entry_hash)
+    target = target[:256]
+    at = now.astimezone(dt.UTC).isoformat(timespec="microseconds")
+    body_details = details or {}
+    entry_hash = chain_hash(prev, canonical(seq, at, actor, action, target, outcome, body_details))
+    conn.execute(
+        audit_log.insert().values(
+            seq=seq,
+            at=at,
+            actor=actor,
+            action=action,
+            target=target,
+            outcome=outcome,
+            details=json.dumps(body_details, sort_keys=True),
+            prev_hash=prev,
+            entry_hash=entry_hash,
+        )
+    )
+    conn.execute(update(audit_head).where(audit_head.c.id == 1).values(entry_hash=entry_hash))
+    return seq
+
+
+def read_audit(conn: Connection, *, after: int = 0, limit: int | None = None) -> Iterator[AuditRecord]:
+    """Entries with ``seq > after`` in order."""
+    query = select(audit_log).where(audit_log.c.seq > after).order_by(audit_log.c.seq)
+    if limit is not None:
+        query = query.limit(limit)
+    for row in conn.execute(query):
+        yield AuditRecord(
+            seq=row.seq,
+            at=row.at,
+            actor=row.actor,
+            action=row.action,
+            target=row.target,
+            outcome=row.outcome,
+            details=json.loads(row.details),
+            prev_hash=row.prev_hash,
+            entry_hash=row.entry_hash,
+        )

@@ -1,0 +1,140 @@
+"""The database schema. Alembic migrations under ``migrations/`` create exactly this."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.engine import Dialect
+
+
+class UtcDateTime(TypeDecorator[dt.datetime]):
+    """Timezone-aware UTC timestamps on every backend (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UtcDateTime column")
+        utc = value.astimezone(dt.UTC)
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, dt.datetime)
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+metadata = MetaData()
+
+principals = Table(
+    "principals",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("role", String(32), nullable=False),
+    Column("token_digest", String(64), nullable=False, unique=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("disabled", Boolean, nullable=False, default=False),
+)
+
+batches = Table(
+    "batches",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(128), nullable=False),
+    Column("manufacturer_id", Integer, ForeignKey("principals.id"), nullable=True),
+    Column("model", String(64), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("quota", Integer, nullable=True),
+    Column("issued", Integer, nullable=False, default=0),
+    Column("closed", Boolean, nullable=False, default=False),
+)
+
+authorizations = Table(
+    "authorizations",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("batch_id", Integer, ForeignKey("batches.id"), nullable=False, index=True),
+    Column("serial", String(64), nullable=True, unique=True),
+    Column("token_digest", String(64), nullable=False, unique=True),
+    Column("used_at", UtcDateTime, nullable=True),
+)
+
+devices = Table(
+    "devices",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("serial", String(64), nullable=False, unique=True),
+    Column("batch_id", Integer, ForeignKey("batches.id"), nullable=True),
+    Column("model", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("enrolled_at", UtcDateTime, nullable=False),
+    Column("last_seen_at", UtcDateTime, nullable=True),
+    Column("current_cert", String(42), nullable=True),
+    Column("retire_pending", Boolean, nullable=False, default=False),
+)
+
+certificates = Table(
+    "certificates",
+    metadata,
+    Column("serial_hex", String(42), primary_key=True),
+    Column("device_id", Integer, ForeignKey("devices.id"), nullable=False, index=True),
+    Column("fingerprint", String(64), nullable=False, unique=True),
+    Column("not_before", UtcDateTime, nullable=False),
+    Column("not_after", UtcDateTime, nullable=False),
+    Column("issued_at", UtcDateTime, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("revoked_at", UtcDateTime, nullable=True),
+    Column("revocation_reason", String(32), nullable=True),
+    Column("der", LargeBinary, nullable=False),
+)
+
+crl_state = Table(
+    "crl_state",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("crl_number", Integer, nullable=False),
+    Column("next_update", UtcDateTime, nullable=False),
+    Column("der", LargeBinary, nullable=False),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("at", String(40), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("action", String(64), nullable=False, index=True),
+    Column("target", String(256), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("details", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("entry_hash", String(64), nullable=False),
+)
+
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", Integer, nullable=False),
+    Column("entry_hash", String(64), nullable=False),
+)
