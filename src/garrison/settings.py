@@ -10,7 +10,7 @@ from pathlib import Path
 from garrison.errors import ConfigError
 
 SETTINGS_FILE = "garrison.toml"
-PASSPHRASE_ENV = "GARRISON_KEY_PASSPHRASE"
+PASSPHRASE_ENV = "GARRISON_KEY_PASSPHRASE"  # noqa: S105 (a variable name)
 PKCS11_PIN_ENV = "GARRISON_PKCS11_PIN"
 DATA_DIR_ENV = "GARRISON_DATA_DIR"
 

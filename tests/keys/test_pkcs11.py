@@ -22,7 +22,6 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
 from pkcs11 import Attribute, KeyType, ObjectClass
-from tests.conftest_softhsm import SoftHsmToken
 
 from garrison.errors import KeyStoreError
 from garrison.keys.pkcs11 import (
@@ -33,6 +32,7 @@ from garrison.keys.pkcs11 import (
     open_pkcs11_key,
     parse_pkcs11_uri,
 )
+from tests.conftest_softhsm import SoftHsmToken
 
 pytestmark = pytest.mark.softhsm
 

@@ -33,8 +33,9 @@ class AuditRecord:
     entry_hash: str
 
 
-def canonical(seq: int, at: str, actor: str, action: str, target: str, outcome: str,
-              details: dict[str, Any]) -> bytes:  # fmt: skip
+def canonical(
+    seq: int, at: str, actor: str, action: str, target: str, outcome: str, details: dict[str, Any]
+) -> bytes:
     """The exact bytes hashed for an entry: sorted-key compact JSON."""
     body = {
         "seq": seq,
@@ -62,11 +63,18 @@ def verify_chain(records: Iterable[AuditRecord]) -> tuple[int, str]:
                 f"audit entry {expected_seq} is missing (next entry found is {record.seq})"
             )
         if record.prev_hash != prev:
-            raise AuditChainBroken(f"audit entry {record.seq} does not link to entry {record.seq - 1}")
+            raise AuditChainBroken(
+                f"audit entry {record.seq} does not link to entry {record.seq - 1}"
+            )
         body = canonical(
-            record.seq, record.at, record.actor, record.action, record.target, record.outcome,
+            record.seq,
+            record.at,
+            record.actor,
+            record.action,
+            record.target,
+            record.outcome,
             record.details,
-        )  # fmt: skip
+        )
         if chain_hash(prev, body) != record.entry_hash:
             raise AuditChainBroken(f"audit entry {record.seq} was modified after it was written")
         prev = record.entry_hash

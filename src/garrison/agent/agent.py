@@ -54,7 +54,7 @@ class Agent:
         if self.state.current() is not None:
             raise ConfigError(
                 f"{self.state.root} already holds an identity for {config.serial}",
-                hint="a device enrolls once; renewal is automatic ('garrison agent renew' forces one)",
+                hint="a device enrolls once; renewal is automatic ('garrison agent renew')",
             )
         self.state.save_config(config, fleet_root_pem)
         if config.key_store == "file":
@@ -65,7 +65,9 @@ class Agent:
             chain = self._verified_chain(client, issued[0], key)
         return self.state.commit(1, key_ref, chain)
 
-    def _verified_chain(self, client: httpx.Client, leaf: x509.Certificate, key: object) -> list[x509.Certificate]:
+    def _verified_chain(
+        self, client: httpx.Client, leaf: x509.Certificate, key: object
+    ) -> list[x509.Certificate]:
         root = self.state.fleet_root()
         intermediates = [c for c in fetch_cacerts(client) if c != root]
         verify_issued(leaf, intermediates, root, key)  # type: ignore[arg-type]
@@ -80,11 +82,13 @@ class Agent:
         else:
             if not identity.key_ref.startswith("file:"):
                 raise ConfigError(
-                    "mutual TLS with a key inside a PKCS#11 token is not supported by this agent yet",
-                    hint="use the file key store for devices that must talk mTLS (see docs/identity.md)",
+                    "this agent cannot yet do mutual TLS with a key inside a PKCS#11 token",
+                    hint="use the file key store for devices that talk mTLS (docs/identity.md)",
                 )
             secrets = self.state.key_secrets(config)
-            context = tls_context(trust, str(identity.cert_path), str(identity.key_path), secrets.passphrase)
+            context = tls_context(
+                trust, str(identity.cert_path), str(identity.key_path), secrets.passphrase
+            )
         return httpx.Client(base_url=config.server_url, verify=context, timeout=self.timeout)
 
     def check_in(self) -> CheckInResult:
@@ -104,7 +108,9 @@ class Agent:
     def _require_identity(self) -> Identity:
         identity = self.state.current()
         if identity is None:
-            raise ConfigError(f"{self.state.root} holds no identity", hint="run 'garrison agent enroll' first")
+            raise ConfigError(
+                f"{self.state.root} holds no identity", hint="run 'garrison agent enroll' first"
+            )
         return identity
 
     # -- renewal -----------------------------------------------------------------------
@@ -112,7 +118,9 @@ class Agent:
     def renewal_due(self) -> bool:
         config = self.state.load_config()
         cert = self._require_identity().certificate
-        return renewal_due(cert.not_valid_before_utc, cert.not_valid_after_utc, self.clock(), config.renew_fraction)
+        return renewal_due(
+            cert.not_valid_before_utc, cert.not_valid_after_utc, self.clock(), config.renew_fraction
+        )
 
     def renew(self) -> Identity:
         """Re-enroll with a new key. The current identity stays active until the new one is
@@ -145,7 +153,9 @@ class Agent:
             except GarrisonError as exc:
                 attempt += 1
                 wait = backoff(attempt).total_seconds()
-                log.warning("agent cycle failed (attempt %d, retry in %.0fs): %s", attempt, wait, exc)
+                log.warning(
+                    "agent cycle failed (attempt %d, retry in %.0fs): %s", attempt, wait, exc
+                )
             stop.wait(wait)
 
 

@@ -29,7 +29,9 @@ def build_csr(key: SigningKey, serial: str) -> bytes:
     csr = (
         x509.CertificateSigningRequestBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, serial)]))
-        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(device_uri(serial))]), False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(device_uri(serial))]), False
+        )
         .sign(key, signature_hash(key))
     )
     return csr.public_bytes(serialization.Encoding.DER)
@@ -41,22 +43,28 @@ def parse_certs_only(body: bytes) -> list[x509.Certificate]:
         der = base64.b64decode(b"".join(body.split()), validate=True)
         certs = pkcs7.load_der_pkcs7_certificates(der)
     except (binascii.Error, ValueError) as exc:
-        raise EnrollmentFailed("EST server answered with something that is not PKCS#7 certs-only") from exc
+        raise EnrollmentFailed(
+            "EST server answered with something that is not PKCS#7 certs-only"
+        ) from exc
     if not certs:
         raise EnrollmentFailed("EST server answered with no certificate")
     return certs
 
 
-def _post(client: httpx.Client, path: str, csr_der: bytes, auth: tuple[str, str] | None) -> list[x509.Certificate]:
+def _post(
+    client: httpx.Client, path: str, csr_der: bytes, auth: httpx.Auth | None
+) -> list[x509.Certificate]:
     try:
         response = client.post(
             EST_PATH + path,
             content=base64.encodebytes(csr_der),
             headers={"Content-Type": "application/pkcs10", "Content-Transfer-Encoding": "base64"},
-            auth=auth,
+            auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT,
         )
     except httpx.HTTPError as exc:
-        raise EnrollmentFailed(f"cannot reach the EST server: {exc}", hint="check the server URL and network") from exc
+        raise EnrollmentFailed(
+            f"cannot reach the EST server: {exc}", hint="check the server URL and network"
+        ) from exc
     if response.status_code != 200:
         raise EnrollmentFailed(
             f"EST {path} refused ({response.status_code}): {response.text.strip()[:300]}"
@@ -66,7 +74,7 @@ def _post(client: httpx.Client, path: str, csr_der: bytes, auth: tuple[str, str]
 
 def enroll(client: httpx.Client, serial: str, token: str, csr_der: bytes) -> list[x509.Certificate]:
     """``/simpleenroll`` with the factory token as HTTP Basic."""
-    return _post(client, "/simpleenroll", csr_der, (serial, token))
+    return _post(client, "/simpleenroll", csr_der, httpx.BasicAuth(serial, token))
 
 
 def reenroll(client: httpx.Client, csr_der: bytes) -> list[x509.Certificate]:
@@ -84,8 +92,12 @@ def fetch_cacerts(client: httpx.Client) -> list[x509.Certificate]:
     return parse_certs_only(response.content)
 
 
-def tls_context(fleet_root_pem: str, cert_file: str | None = None, key_file: str | None = None,
-                key_password: bytes | None = None) -> ssl.SSLContext:  # fmt: skip
+def tls_context(
+    fleet_root_pem: str,
+    cert_file: str | None = None,
+    key_file: str | None = None,
+    key_password: bytes | None = None,
+) -> ssl.SSLContext:
     """A TLS 1.2+ client context pinned to the fleet root, optionally with our certificate."""
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=fleet_root_pem)
     context.minimum_version = ssl.TLSVersion.TLSv1_2

@@ -74,7 +74,7 @@ class StateDir:
 
     def save_config(self, config: AgentConfig, fleet_root_pem: bytes) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.root, 0o700)
+        self.root.chmod(0o700)
         write_private_file(self.config_path, json.dumps(vars(config), indent=2).encode())
         write_private_file(self.trust_path, fleet_root_pem)
 
@@ -136,7 +136,9 @@ class StateDir:
             base = parse_pkcs11_uri(config.key_store)
             ref = format_pkcs11_uri(Pkcs11Ref(base.token, f"{base.object}-gen{generation}"))
         else:
-            raise ConfigError(f"unknown key store {config.key_store!r}", hint="use 'file' or a pkcs11: URI")
+            raise ConfigError(
+                f"unknown key store {config.key_store!r}", hint="use 'file' or a pkcs11: URI"
+            )
         return ref, create_key(ref, self.root, self.key_secrets(config), "ecdsa-p256")
 
     def open_key(self, config: AgentConfig, identity: Identity) -> SigningKey:
@@ -160,7 +162,10 @@ class StateDir:
 
 
 def verify_issued(
-    leaf: x509.Certificate, intermediates: list[x509.Certificate], root: x509.Certificate, key: SigningKey
+    leaf: x509.Certificate,
+    intermediates: list[x509.Certificate],
+    root: x509.Certificate,
+    key: SigningKey,
 ) -> None:
     """Check that ``leaf`` chains to the fleet ``root`` and certifies our own ``key``."""
     if leaf.public_key() != key.public_key():

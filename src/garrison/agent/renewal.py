@@ -21,6 +21,6 @@ def renewal_due(
 
 def backoff(attempt: int, rng: random.Random | None = None) -> dt.timedelta:
     """Exponential backoff with full jitter: attempt 1 waits up to 5 s, doubling to 1 h."""
-    ceiling = min(FIRST_BACKOFF * (2 ** max(attempt - 1, 0)), MAX_BACKOFF)
+    ceiling = min(FIRST_BACKOFF * (1 << min(max(attempt - 1, 0), 20)), MAX_BACKOFF)
     fraction = (rng or random.SystemRandom()).uniform(0.5, 1.0)
     return ceiling * fraction

@@ -10,7 +10,15 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from garrison.cli.common import ApiClient, DataDir, ServerUrl, Token, console, fail, resolve_data_dir
+from garrison.cli.common import (
+    ApiClient,
+    DataDir,
+    ServerUrl,
+    Token,
+    console,
+    fail,
+    resolve_data_dir,
+)
 from garrison.errors import GarrisonError
 from garrison.keys.software import write_private_file
 
@@ -23,15 +31,26 @@ audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True
 @principal_app.command("add")
 def principal_add(
     name: str,
-    role: Annotated[str, typer.Option(help="admin, security-officer, release-manager, operator, auditor, manufacturer")],
-    data_dir: DataDir = None, server: ServerUrl = None, token: Token = None,
-) -> None:  # fmt: skip
+    role: Annotated[
+        str,
+        typer.Option(
+            help="admin, security-officer, release-manager, operator, auditor, manufacturer"
+        ),
+    ],
+    data_dir: DataDir = None,
+    server: ServerUrl = None,
+    token: Token = None,
+) -> None:
     """Create a principal and print its API token (shown once)."""
     try:
-        body = ApiClient(data_dir, server, token).call("POST", "/principals", json={"name": name, "role": role})
+        body = ApiClient(data_dir, server, token).call(
+            "POST", "/principals", json={"name": name, "role": role}
+        )
     except GarrisonError as exc:
         raise fail(exc) from exc
-    console.print(f"principal [bold]{body['name']}[/] ({body['role']}) created; API token (shown once):")
+    console.print(
+        f"principal [bold]{body['name']}[/] ({body['role']}) created; API token (shown once):"
+    )
     print(body["token"])
 
 
@@ -51,20 +70,34 @@ def principal_list(data_dir: DataDir = None, server: ServerUrl = None, token: To
 @batch_app.command("create")
 def batch_create(
     name: Annotated[str, typer.Option(help="Batch name, e.g. the production order")],
-    manufacturer: Annotated[str, typer.Option(help="Principal (manufacturer role) that will enroll")],
+    manufacturer: Annotated[
+        str, typer.Option(help="Principal (manufacturer role) that will enroll")
+    ],
     model: Annotated[str, typer.Option(help="Hardware model of the devices")],
-    tokens_out: Annotated[Path, typer.Option("--tokens-out", help="CSV file for serial,token (mode 0600)")],
-    serials_file: Annotated[Path | None, typer.Option(help="Allow-list: one serial per line")] = None,
+    tokens_out: Annotated[
+        Path, typer.Option("--tokens-out", help="CSV file for serial,token (mode 0600)")
+    ],
+    serials_file: Annotated[
+        Path | None, typer.Option(help="Allow-list: one serial per line")
+    ] = None,
     quota: Annotated[int | None, typer.Option(help="Maximum number of enrollments")] = None,
     valid_days: Annotated[int, typer.Option(help="Days until the batch expires")] = 30,
-    data_dir: DataDir = None, server: ServerUrl = None, token: Token = None,
-) -> None:  # fmt: skip
+    data_dir: DataDir = None,
+    server: ServerUrl = None,
+    token: Token = None,
+) -> None:
     """Authorize a production batch; write its single-use enrollment tokens to a CSV file."""
     serials: list[str] = []
     if serials_file is not None:
         serials = [line.strip() for line in serials_file.read_text().splitlines() if line.strip()]
-    payload = {"name": name, "manufacturer": manufacturer, "model": model, "serials": serials,
-               "quota": quota, "valid_days": valid_days}  # fmt: skip
+    payload = {
+        "name": name,
+        "manufacturer": manufacturer,
+        "model": model,
+        "serials": serials,
+        "quota": quota,
+        "valid_days": valid_days,
+    }
     try:
         body = ApiClient(data_dir, server, token).call("POST", "/batches", json=payload)
     except GarrisonError as exc:
@@ -72,7 +105,10 @@ def batch_create(
     lines = [["serial", "token"], *[[t["serial"] or "", t["token"]] for t in body["tokens"]]]
     out = _csv(lines)
     write_private_file(tokens_out, out.encode())
-    console.print(f"batch {body['id']} created, expires {body['expires_at']}; {len(body['tokens'])} tokens in {tokens_out}")
+    console.print(
+        f"batch {body['id']} created, expires {body['expires_at']}; "
+        f"{len(body['tokens'])} tokens in {tokens_out}"
+    )
 
 
 def _csv(rows: list[list[str]]) -> str:
@@ -92,8 +128,16 @@ def batch_list(data_dir: DataDir = None, server: ServerUrl = None, token: Token 
         raise fail(exc) from exc
     table = Table("id", "name", "manufacturer", "model", "issued", "quota", "authorized", "expires")
     for r in rows:
-        table.add_row(str(r["id"]), r["name"], r["manufacturer"] or "", r["model"], str(r["issued"]),
-                      str(r["quota"] or "-"), str(r["authorized"]), r["expires_at"][:19])  # fmt: skip
+        table.add_row(
+            str(r["id"]),
+            r["name"],
+            r["manufacturer"] or "",
+            r["model"],
+            str(r["issued"]),
+            str(r["quota"] or "-"),
+            str(r["authorized"]),
+            r["expires_at"][:19],
+        )
     console.print(table)
 
 
@@ -106,30 +150,52 @@ def device_list(data_dir: DataDir = None, server: ServerUrl = None, token: Token
         raise fail(exc) from exc
     table = Table("serial", "model", "status", "certificate", "expires", "last seen")
     for r in rows:
-        table.add_row(r["serial"], r["model"], r["status"], (r["current_cert"] or "")[:16],
-                      (r["cert_not_after"] or "")[:19], (r["last_seen_at"] or "never")[:19])  # fmt: skip
+        table.add_row(
+            r["serial"],
+            r["model"],
+            r["status"],
+            (r["current_cert"] or "")[:16],
+            (r["cert_not_after"] or "")[:19],
+            (r["last_seen_at"] or "never")[:19],
+        )
     console.print(table)
 
 
 @device_app.command("revoke")
 def device_revoke(
     serial: str,
-    reason: Annotated[str, typer.Option(help="unspecified, key-compromise, superseded, cessation-of-operation, affiliation-changed")] = "unspecified",
-    data_dir: DataDir = None, server: ServerUrl = None, token: Token = None,
-) -> None:  # fmt: skip
+    reason: Annotated[
+        str,
+        typer.Option(
+            help="unspecified, key-compromise, superseded, cessation-of-operation, "
+            "affiliation-changed"
+        ),
+    ] = "unspecified",
+    data_dir: DataDir = None,
+    server: ServerUrl = None,
+    token: Token = None,
+) -> None:
     """Revoke a device: it is refused on its next request; CRL and OCSP say so."""
     try:
-        body = ApiClient(data_dir, server, token).call("POST", f"/devices/{serial}/revoke", json={"reason": reason})
+        body = ApiClient(data_dir, server, token).call(
+            "POST", f"/devices/{serial}/revoke", json={"reason": reason}
+        )
     except GarrisonError as exc:
         raise fail(exc) from exc
-    console.print(f"device {serial} revoked ({len(body['certificates'])} certificate(s)); CRL re-published")
+    console.print(
+        f"device {serial} revoked ({len(body['certificates'])} certificate(s)); CRL re-published"
+    )
 
 
 @audit_app.command("verify")
 def audit_verify(
     data_dir: DataDir = None,
-    database: Annotated[str | None, typer.Option(help="Database URL [default: the fleet's]")] = None,
-    expect_head: Annotated[str | None, typer.Option(help="SEQ:HASH recorded earlier; catches a truncated tail")] = None,
+    database: Annotated[
+        str | None, typer.Option(help="Database URL [default: the fleet's]")
+    ] = None,
+    expect_head: Annotated[
+        str | None, typer.Option(help="SEQ:HASH recorded earlier; catches a truncated tail")
+    ] = None,
 ) -> None:
     """Verify the audit log's hash chain directly in the database (not via the server)."""
     from garrison.access.audit import verify_chain
@@ -147,7 +213,9 @@ def audit_verify(
         if expect_head is not None:
             want_seq, _, want_hash = expect_head.partition(":")
             if not want_seq.isdigit() or seq < int(want_seq):
-                raise GarrisonError(f"audit log ends at entry {seq}, before the recorded head {want_seq}")
+                raise GarrisonError(
+                    f"audit log ends at entry {seq}, before the recorded head {want_seq}"
+                )
             with db.read() as conn:
                 recorded = next(read_audit(conn, after=int(want_seq) - 1, limit=1), None)
             if recorded is None or recorded.entry_hash != want_hash:
@@ -161,15 +229,21 @@ def audit_verify(
 def audit_list(
     after: Annotated[int, typer.Option(help="Show entries after this sequence number")] = 0,
     limit: Annotated[int, typer.Option(help="At most this many entries")] = 50,
-    data_dir: DataDir = None, server: ServerUrl = None, token: Token = None,
-) -> None:  # fmt: skip
+    data_dir: DataDir = None,
+    server: ServerUrl = None,
+    token: Token = None,
+) -> None:
     """Show audit entries."""
     try:
-        rows = ApiClient(data_dir, server, token).call("GET", "/audit", params={"after": after, "limit": limit})
+        rows = ApiClient(data_dir, server, token).call(
+            "GET", "/audit", params={"after": after, "limit": limit}
+        )
     except GarrisonError as exc:
         raise fail(exc) from exc
     table = Table("seq", "at", "actor", "action", "target", "outcome")
     for r in rows:
-        table.add_row(str(r["seq"]), r["at"][:19], r["actor"], r["action"], r["target"], r["outcome"])
+        table.add_row(
+            str(r["seq"]), r["at"][:19], r["actor"], r["action"], r["target"], r["outcome"]
+        )
     console.print(table)
     sys.stdout.flush()

@@ -15,9 +15,13 @@ from garrison.agent.identity import AgentConfig, StateDir
 from garrison.cli.common import console, fail
 from garrison.errors import GarrisonError
 
-agent_app = typer.Typer(help="The device agent: enrollment, check-in, renewal.", no_args_is_help=True)
+agent_app = typer.Typer(
+    help="The device agent: enrollment, check-in, renewal.", no_args_is_help=True
+)
 
-State = Annotated[Path, typer.Option("--state", help="Agent state directory", envvar="GARRISON_AGENT_STATE")]
+State = Annotated[
+    Path, typer.Option("--state", help="Agent state directory", envvar="GARRISON_AGENT_STATE")
+]
 
 
 @agent_app.command("enroll")
@@ -25,25 +29,42 @@ def enroll(
     state: State,
     server: Annotated[str, typer.Option(help="Control plane URL, e.g. https://fleet.example:8443")],
     serial: Annotated[str, typer.Option(help="This device's serial number")],
-    token: Annotated[str, typer.Option(help="Single-use factory enrollment token", envvar="GARRISON_ENROLL_TOKEN")],
-    fleet_root: Annotated[Path, typer.Option(help="The fleet's root CA certificate (PEM), given at provisioning")],
-    key_store: Annotated[str, typer.Option(help="'file' (encrypted) or 'pkcs11:token=LABEL;object=NAME'")] = "file",
+    token: Annotated[
+        str,
+        typer.Option(help="Single-use factory enrollment token", envvar="GARRISON_ENROLL_TOKEN"),
+    ],
+    fleet_root: Annotated[
+        Path, typer.Option(help="The fleet's root CA certificate (PEM), given at provisioning")
+    ],
+    key_store: Annotated[
+        str, typer.Option(help="'file' (encrypted) or 'pkcs11:token=LABEL;object=NAME'")
+    ] = "file",
     pkcs11_module: Annotated[str, typer.Option(help="PKCS#11 module for a pkcs11: key store")] = "",
 ) -> None:
     """Generate this device's key, enroll over EST with the factory token, store the identity."""
-    config = AgentConfig(serial=serial, server_url=server.rstrip("/"), key_store=key_store, pkcs11_module=pkcs11_module)
+    config = AgentConfig(
+        serial=serial,
+        server_url=server.rstrip("/"),
+        key_store=key_store,
+        pkcs11_module=pkcs11_module,
+    )
     try:
         identity = Agent(StateDir(state)).enroll(config, token, fleet_root.read_bytes())
     except (GarrisonError, OSError) as exc:
         raise fail(exc if isinstance(exc, GarrisonError) else GarrisonError(str(exc))) from exc
     cert = identity.certificate
-    console.print(f"[green]enrolled[/] {serial}: certificate {cert.serial_number:x}, valid until {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
+    console.print(
+        f"[green]enrolled[/] {serial}: certificate {cert.serial_number:x}, "
+        f"valid until {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+    )
 
 
 @agent_app.command("run")
 def run(
     state: State,
-    once: Annotated[bool, typer.Option(help="One cycle (renew if due, check in), then exit")] = False,
+    once: Annotated[
+        bool, typer.Option(help="One cycle (renew if due, check in), then exit")
+    ] = False,
 ) -> None:
     """Run the agent: check in over mTLS at the server's poll interval, renew when due."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -70,7 +91,10 @@ def renew(state: State) -> None:
         identity = Agent(StateDir(state)).renew()
     except GarrisonError as exc:
         raise fail(exc) from exc
-    console.print(f"[green]renewed[/]: certificate {identity.certificate.serial_number:x} (generation {identity.generation})")
+    console.print(
+        f"[green]renewed[/]: certificate {identity.certificate.serial_number:x} "
+        f"(generation {identity.generation})"
+    )
 
 
 @agent_app.command("status")
@@ -88,5 +112,8 @@ def status(state: State) -> None:
         return
     cert = identity.certificate
     console.print(f"certificate {cert.serial_number:x} (generation {identity.generation})")
-    console.print(f"valid       {cert.not_valid_before_utc:%Y-%m-%d %H:%M} .. {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
+    console.print(
+        f"valid       {cert.not_valid_before_utc:%Y-%m-%d %H:%M} .. "
+        f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+    )
     console.print(f"key         {identity.key_ref}")

@@ -11,6 +11,7 @@ import httpx
 import typer
 from rich.console import Console
 
+from garrison.agent.est_client import tls_context
 from garrison.errors import ConfigError, GarrisonError
 from garrison.settings import default_data_dir, read_settings
 
@@ -19,12 +20,19 @@ err_console = Console(stderr=True)
 
 DataDir = Annotated[
     Path | None,
-    typer.Option("--data-dir", help="Fleet data directory [default: $GARRISON_DATA_DIR or ./.garrison]"),
+    typer.Option(
+        "--data-dir", help="Fleet data directory [default: $GARRISON_DATA_DIR or ./.garrison]"
+    ),
 ]
-ServerUrl = Annotated[str | None, typer.Option("--server", help="Control plane URL [default: public_url of the fleet]")]
+ServerUrl = Annotated[
+    str | None,
+    typer.Option("--server", help="Control plane URL [default: public_url of the fleet]"),
+]
 Token = Annotated[
     str | None,
-    typer.Option("--token", envvar="GARRISON_TOKEN", help="API token [default: DATA_DIR/admin.token]"),
+    typer.Option(
+        "--token", envvar="GARRISON_TOKEN", help="API token [default: DATA_DIR/admin.token]"
+    ),
 ]
 
 
@@ -56,7 +64,7 @@ class ApiClient:
             token = token_file.read_text().strip()
         self._client = httpx.Client(
             base_url=(server or settings.public_url).rstrip("/") + "/api/v1",
-            verify=os.fspath(root / "pki" / "root-ca.pem"),
+            verify=tls_context(os.fspath(root / "pki" / "root-ca.pem")),
             headers={"Authorization": f"Bearer {token}"},
             timeout=60.0,
         )

@@ -15,22 +15,42 @@ from garrison.settings import Settings
 
 def init(
     data_dir: DataDir = None,
-    organization: Annotated[str, typer.Option(help="Fleet owner, written into every CA name")] = "Garrison Fleet",
-    public_url: Annotated[str, typer.Option(help="URL devices use to reach the control plane")] = "https://127.0.0.1:8443",
-    listen: Annotated[str, typer.Option(help="Default HOST:PORT for 'garrison server'")] = "127.0.0.1:8443",
-    hostname: Annotated[list[str] | None, typer.Option(help="TLS server name (repeat); default localhost, 127.0.0.1")] = None,
-    database: Annotated[str, typer.Option(help="Database URL; default SQLite in the data directory")] = "",
+    organization: Annotated[
+        str, typer.Option(help="Fleet owner, written into every CA name")
+    ] = "Garrison Fleet",
+    public_url: Annotated[
+        str, typer.Option(help="URL devices use to reach the control plane")
+    ] = "https://127.0.0.1:8443",
+    listen: Annotated[
+        str, typer.Option(help="Default HOST:PORT for 'garrison server'")
+    ] = "127.0.0.1:8443",
+    hostname: Annotated[
+        list[str] | None,
+        typer.Option(help="TLS server name (repeat); default localhost, 127.0.0.1"),
+    ] = None,
+    database: Annotated[
+        str, typer.Option(help="Database URL; default SQLite in the data directory")
+    ] = "",
     device_cert_days: Annotated[int, typer.Option(help="Lifetime of device certificates")] = 90,
-    ca_keys: Annotated[str, typer.Option(help="'file' (encrypted PEM) or 'pkcs11:token=LABEL' for the CA keys")] = "file",
-    pkcs11_module: Annotated[str, typer.Option(help="PKCS#11 module for --ca-keys pkcs11:...")] = "",
+    ca_keys: Annotated[
+        str, typer.Option(help="'file' (encrypted PEM) or 'pkcs11:token=LABEL' for the CA keys")
+    ] = "file",
+    pkcs11_module: Annotated[
+        str, typer.Option(help="PKCS#11 module for --ca-keys pkcs11:...")
+    ] = "",
 ) -> None:
     """Create a fleet: root CA, issuing CA, server TLS certificate and an admin API token."""
     root = resolve_data_dir(data_dir)
     root_key, issuing_key = "file:keys/root-ca.key.pem", "file:keys/issuing-ca.key.pem"
     if ca_keys.startswith("pkcs11:"):
-        root_key, issuing_key = f"{ca_keys};object=garrison-root-ca", f"{ca_keys};object=garrison-issuing-ca"
+        root_key, issuing_key = (
+            f"{ca_keys};object=garrison-root-ca",
+            f"{ca_keys};object=garrison-issuing-ca",
+        )
     elif ca_keys != "file":
-        raise fail(GarrisonError(f"--ca-keys must be 'file' or 'pkcs11:token=LABEL', not {ca_keys!r}"))
+        raise fail(
+            GarrisonError(f"--ca-keys must be 'file' or 'pkcs11:token=LABEL', not {ca_keys!r}")
+        )
     settings = Settings(
         organization=organization,
         public_url=public_url,
@@ -50,14 +70,20 @@ def init(
     console.print(f"  root CA         {root / 'pki' / 'root-ca.pem'}  (give this to devices)")
     console.print(f"  admin API token {root / 'admin.token'}  (mode 0600)")
     if not os.environ.get("GARRISON_KEY_PASSPHRASE") and ca_keys == "file":
-        console.print(f"  key passphrase  {root / 'secrets' / 'key.passphrase'}  (move it to a secret store)")
+        console.print(
+            f"  key passphrase  {root / 'secrets' / 'key.passphrase'}  (move it to a secret store)"
+        )
     console.print(f"Next: garrison server --data-dir {root}")
 
 
 def server(
     data_dir: DataDir = None,
-    listen: Annotated[str | None, typer.Option(help="HOST:PORT [default: the fleet's listen setting]")] = None,
-    database: Annotated[str | None, typer.Option(help="Database URL (sqlite:///... or postgresql://...)")] = None,
+    listen: Annotated[
+        str | None, typer.Option(help="HOST:PORT [default: the fleet's listen setting]")
+    ] = None,
+    database: Annotated[
+        str | None, typer.Option(help="Database URL (sqlite:///... or postgresql://...)")
+    ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
 ) -> None:
     """Run the HTTPS control plane (EST, OCSP/CRL, device API, admin API)."""

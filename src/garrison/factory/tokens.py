@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-TOKEN_PREFIX = "gst_"
+TOKEN_PREFIX = "gst_"  # noqa: S105 (a public prefix)
 
 
 def new_token() -> str:

@@ -114,9 +114,7 @@ def list_batches(conn: Connection, manufacturer_id: int | None = None) -> list[B
     from garrison.store.tables import principals
 
     authorized = (
-        select(func.count())
-        .where(authorizations.c.batch_id == batches.c.id)
-        .scalar_subquery()
+        select(func.count()).where(authorizations.c.batch_id == batches.c.id).scalar_subquery()
     )
     query = (
         select(batches, principals.c.name.label("manufacturer"), authorized.label("authorized"))
@@ -127,8 +125,16 @@ def list_batches(conn: Connection, manufacturer_id: int | None = None) -> list[B
         query = query.where(batches.c.manufacturer_id == manufacturer_id)
     return [
         BatchView(
-            row.id, row.name, row.manufacturer, row.model, row.created_at, row.expires_at,
-            row.quota, row.issued, row.authorized, row.closed,
-        )  # fmt: skip
+            row.id,
+            row.name,
+            row.manufacturer,
+            row.model,
+            row.created_at,
+            row.expires_at,
+            row.quota,
+            row.issued,
+            row.authorized,
+            row.closed,
+        )
         for row in conn.execute(query)
     ]

@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Select, select
 
 from garrison.store.tables import certificates, devices
 
@@ -39,7 +40,9 @@ class CertRecord:
     revocation_reason: str | None
 
 
-def record_certificate(conn: Connection, device_id: int, cert: x509.Certificate, now: dt.datetime) -> str:
+def record_certificate(
+    conn: Connection, device_id: int, cert: x509.Certificate, now: dt.datetime
+) -> str:
     """Store an issued certificate; return its serial (hex)."""
     der = cert.public_bytes(serialization.Encoding.DER)
     serial = serial_hex(cert.serial_number)
@@ -58,7 +61,7 @@ def record_certificate(conn: Connection, device_id: int, cert: x509.Certificate,
     return serial
 
 
-def _select() -> select:  # type: ignore[type-arg]
+def _select() -> Select[Any]:
     return select(
         certificates.c.serial_hex,
         certificates.c.device_id,
@@ -83,5 +86,7 @@ def find_by_fingerprint(conn: Connection, der: bytes) -> CertRecord | None:
 
 
 def find_by_serial(conn: Connection, serial_number: int) -> CertRecord | None:
-    row = conn.execute(_select().where(certificates.c.serial_hex == serial_hex(serial_number))).first()
+    row = conn.execute(
+        _select().where(certificates.c.serial_hex == serial_hex(serial_number))
+    ).first()
     return None if row is None else _record(row)

@@ -45,7 +45,9 @@ class DeviceView:
     cert_not_after: dt.datetime | None
 
 
-def authenticate_device(conn: Connection, cert_der: bytes | None, now: dt.datetime) -> DeviceIdentity:
+def authenticate_device(
+    conn: Connection, cert_der: bytes | None, now: dt.datetime
+) -> DeviceIdentity:
     """The active device that owns ``cert_der``, or :class:`DeviceRefused` saying why not.
 
     TLS has already verified the chain and validity period; this adds what TLS cannot know:
@@ -70,7 +72,9 @@ def check_in(conn: Connection, device: DeviceIdentity, now: dt.datetime) -> bool
     """Record that ``device`` was seen. On first use of a renewed certificate, retire the
     older ones (revoked as superseded). Returns whether certificates were retired."""
     row = conn.execute(
-        select(devices.c.current_cert, devices.c.retire_pending).where(devices.c.id == device.device_id)
+        select(devices.c.current_cert, devices.c.retire_pending).where(
+            devices.c.id == device.device_id
+        )
     ).one()
     retire = bool(row.retire_pending) and row.current_cert == device.certificate
     conn.execute(update(devices).where(devices.c.id == device.device_id).values(last_seen_at=now))
@@ -85,7 +89,9 @@ def check_in(conn: Connection, device: DeviceIdentity, now: dt.datetime) -> bool
         )
         .values(status=REVOKED, revoked_at=now, revocation_reason="superseded")
     )
-    conn.execute(update(devices).where(devices.c.id == device.device_id).values(retire_pending=False))
+    conn.execute(
+        update(devices).where(devices.c.id == device.device_id).values(retire_pending=False)
+    )
     return True
 
 
@@ -108,7 +114,9 @@ def list_devices(conn: Connection, limit: int = 1000, offset: int = 0) -> list[D
     return [DeviceView(**row._mapping) for row in conn.execute(query)]
 
 
-def revoke_device(conn: Connection, serial: str, reason: str, actor: str, now: dt.datetime) -> list[str]:
+def revoke_device(
+    conn: Connection, serial: str, reason: str, actor: str, now: dt.datetime
+) -> list[str]:
     """Revoke the device and every valid certificate it holds; return those certificates."""
     if reason not in REVOCATION_REASONS:
         raise InvalidRequest(
@@ -119,7 +127,9 @@ def revoke_device(conn: Connection, serial: str, reason: str, actor: str, now: d
     if device_id is None:
         raise LookupError(f"no device with serial {serial!r}")
     changed = conn.execute(
-        update(devices).where(devices.c.id == device_id, devices.c.status == "active").values(status="revoked")
+        update(devices)
+        .where(devices.c.id == device_id, devices.c.status == "active")
+        .values(status="revoked")
     ).rowcount
     if changed != 1:
         raise PolicyError(f"device {serial!r} is already revoked")

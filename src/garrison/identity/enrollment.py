@@ -19,8 +19,8 @@ from garrison.factory.tokens import token_digest
 from garrison.identity.certificates import (
     REVOKED,
     VALID,
-    fingerprint,
     find_by_fingerprint,
+    fingerprint,
     record_certificate,
 )
 from garrison.pki.authority import Authority
@@ -108,13 +108,18 @@ class EnrollmentService:
         batch = BatchFacts(row.batch_id, row.expires_at, row.quota, row.issued, row.closed)
         return TokenFacts(row.id, row.serial, row.used_at is not None, batch), enrolled
 
-    def _issue_first(self, serial: str, token: TokenFacts, checked: CheckedCsr, now: dt.datetime) -> Issued:
+    def _issue_first(
+        self, serial: str, token: TokenFacts, checked: CheckedCsr, now: dt.datetime
+    ) -> Issued:
         cert = issue_device_certificate(self._ca, checked.public_key, serial, self._profile, now)
         batch = token.batch
         with self._db.write() as conn:
             consumed = conn.execute(
                 update(authorizations)
-                .where(authorizations.c.id == token.authorization_id, authorizations.c.used_at.is_(None))
+                .where(
+                    authorizations.c.id == token.authorization_id,
+                    authorizations.c.used_at.is_(None),
+                )
                 .values(used_at=now, serial=serial)
             ).rowcount
             if consumed != 1:
@@ -133,7 +138,9 @@ class EnrollmentService:
                 raise EnrollmentRefused(f"production batch {batch.batch_id} quota exhausted")
             device_id = self._insert_device(conn, serial, batch.batch_id, now)
             cert_serial = record_certificate(conn, device_id, cert, now)
-            conn.execute(update(devices).where(devices.c.id == device_id).values(current_cert=cert_serial))
+            conn.execute(
+                update(devices).where(devices.c.id == device_id).values(current_cert=cert_serial)
+            )
             append_audit(
                 conn,
                 actor=f"batch:{batch.batch_id}",
@@ -194,7 +201,9 @@ class EnrollmentService:
                 raise PolicyError("client certificate has expired")
             checked = check_csr(decode_est_body(body))
             require_identity(checked, target, device_uri(target))
-            cert = issue_device_certificate(self._ca, checked.public_key, target, self._profile, now)
+            cert = issue_device_certificate(
+                self._ca, checked.public_key, target, self._profile, now
+            )
             with self._db.write() as conn:
                 new_serial = record_certificate(conn, record.device_id, cert, now)
                 conn.execute(
@@ -240,7 +249,9 @@ class EnrollmentService:
             self._audit_refusal("est.reenroll", f"device:{target}", target, exc, now)
             raise
 
-    def _audit_refusal(self, action: str, actor: str, target: str, exc: GarrisonError, now: dt.datetime) -> None:
+    def _audit_refusal(
+        self, action: str, actor: str, target: str, exc: GarrisonError, now: dt.datetime
+    ) -> None:
         with self._db.write() as conn:
             append_audit(
                 conn,

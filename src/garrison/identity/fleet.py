@@ -120,7 +120,7 @@ def init_fleet(data_dir: Path, settings: Settings, now: dt.datetime) -> str:
             hint="choose another --data-dir, or remove this one if it is disposable",
         )
     data_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(data_dir, 0o700)
+    data_dir.chmod(0o700)
     if not os.environ.get(PASSPHRASE_ENV):
         write_private_file(paths.passphrase_file, secrets.token_urlsafe(32).encode())
     key_secret = key_secrets(paths, settings)
@@ -159,7 +159,9 @@ def _read_cert(path: Path) -> x509.Certificate:
     try:
         return x509.load_pem_x509_certificate(path.read_bytes())
     except FileNotFoundError:
-        raise ConfigError(f"{path} is missing", hint="is this a data directory from 'garrison init'?") from None
+        raise ConfigError(
+            f"{path} is missing", hint="is this a data directory from 'garrison init'?"
+        ) from None
     except ValueError as exc:
         raise ConfigError(f"{path} is not a PEM certificate") from exc
 
@@ -173,4 +175,6 @@ def load_fleet(data_dir: Path) -> Fleet:
     issuing_key = open_key(settings.issuing_key, data_dir, key_secret)
     if issuing_key.public_key() != issuing_cert.public_key():
         raise ConfigError("the issuing CA key does not match pki/issuing-ca.pem")
-    return Fleet(paths, settings, _read_cert(paths.root_ca), Authority(issuing_cert, issuing_key), key_secret)
+    return Fleet(
+        paths, settings, _read_cert(paths.root_ca), Authority(issuing_cert, issuing_key), key_secret
+    )

@@ -54,7 +54,9 @@ def create_key(ref: str, base: Path, secrets: KeySecrets, algorithm: str) -> Sig
         return generate_pkcs11_key(
             secrets.pkcs11_module, target.token, _need_pin(secrets), target.object, algorithm
         )
-    raise ConfigError(f"unknown key reference {ref!r}", hint="use file:PATH or pkcs11:token=T;object=O")
+    raise ConfigError(
+        f"unknown key reference {ref!r}", hint="use file:PATH or pkcs11:token=T;object=O"
+    )
 
 
 def open_key(ref: str, base: Path, secrets: KeySecrets) -> SigningKey:
@@ -63,5 +65,9 @@ def open_key(ref: str, base: Path, secrets: KeySecrets) -> SigningKey:
         return load_software_key(_file_path(ref, base), _need_passphrase(secrets))
     if ref.startswith("pkcs11:"):
         target = parse_pkcs11_uri(ref)
-        return open_pkcs11_key(secrets.pkcs11_module, target.token, _need_pin(secrets), target.object)
-    raise ConfigError(f"unknown key reference {ref!r}", hint="use file:PATH or pkcs11:token=T;object=O")
+        return open_pkcs11_key(
+            secrets.pkcs11_module, target.token, _need_pin(secrets), target.object
+        )
+    raise ConfigError(
+        f"unknown key reference {ref!r}", hint="use file:PATH or pkcs11:token=T;object=O"
+    )

@@ -17,7 +17,7 @@ from garrison.store.audit_log import append_audit
 from garrison.store.database import Database
 from garrison.store.tables import principals
 
-API_TOKEN_PREFIX = "gat_"
+API_TOKEN_PREFIX = "gat_"  # noqa: S105 (a public prefix)
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 
@@ -92,6 +92,8 @@ def authenticate(conn: Connection, token: str) -> Principal | None:
 
 def find_principal(conn: Connection, name: str) -> Principal | None:
     row = conn.execute(
-        select(principals.c.id, principals.c.name, principals.c.role).where(principals.c.name == name)
+        select(principals.c.id, principals.c.name, principals.c.role).where(
+            principals.c.name == name
+        )
     ).first()
     return None if row is None else Principal(row.id, row.name, Role(row.role))

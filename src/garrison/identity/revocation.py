@@ -21,7 +21,9 @@ REFRESH_BEFORE = CRL_VALIDITY / 2
 def revoked_entries(conn: Connection, now: dt.datetime) -> list[RevokedEntry]:
     """Every revoked certificate that has not yet expired (expired ones may leave the CRL)."""
     rows = conn.execute(
-        select(certificates.c.serial_hex, certificates.c.revoked_at, certificates.c.revocation_reason)
+        select(
+            certificates.c.serial_hex, certificates.c.revoked_at, certificates.c.revocation_reason
+        )
         .where(certificates.c.status == REVOKED, certificates.c.not_after > now)
         .order_by(certificates.c.serial_hex)
     )
@@ -44,19 +46,23 @@ def publish_crl(conn: Connection, ca: Authority, now: dt.datetime) -> bytes:
     next_update = crl.next_update_utc
     assert next_update is not None
     if row is None:
-        conn.execute(crl_state.insert().values(id=1, crl_number=number, next_update=next_update, der=der))
+        conn.execute(
+            crl_state.insert().values(id=1, crl_number=number, next_update=next_update, der=der)
+        )
     else:
         conn.execute(
-            update(crl_state).where(crl_state.c.id == 1).values(
-                crl_number=number, next_update=next_update, der=der
-            )
+            update(crl_state)
+            .where(crl_state.c.id == 1)
+            .values(crl_number=number, next_update=next_update, der=der)
         )
     return der
 
 
 def current_crl(conn: Connection, now: dt.datetime) -> bytes | None:
     """The stored CRL if it is not yet due for refresh, else ``None``."""
-    row = conn.execute(select(crl_state.c.der, crl_state.c.next_update).where(crl_state.c.id == 1)).first()
+    row = conn.execute(
+        select(crl_state.c.der, crl_state.c.next_update).where(crl_state.c.id == 1)
+    ).first()
     if row is None or row.next_update - REFRESH_BEFORE <= now:
         return None
     return bytes(row.der)

@@ -35,7 +35,7 @@ def new_serial() -> int:
     return secrets.randbits(159) | (1 << 64)
 
 
-def signature_hash(key: SigningKey) -> hashes.HashAlgorithm | None:
+def signature_hash(key: SigningKey) -> hashes.SHA256 | hashes.SHA384 | None:
     """The hash to sign with for ``key``: none for Ed25519, SHA-384 for P-384, else SHA-256."""
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return None

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from cryptography.x509.oid import ExtensionOID, NameOID
+from cryptography.x509.oid import NameOID
 
 from garrison.errors import InvalidRequest, PolicyError
 
@@ -64,9 +64,9 @@ def check_csr(der: bytes) -> CheckedCsr:
     except ValueError as exc:
         raise InvalidRequest("CSR carries malformed extension requests") from exc
     for ext in extensions:
-        if ext.oid == ExtensionOID.BASIC_CONSTRAINTS and isinstance(ext.value, x509.BasicConstraints):
-            if ext.value.ca:
-                raise PolicyError("CSR asks for a CA certificate (basicConstraints CA:TRUE)")
+        value = ext.value
+        if isinstance(value, x509.BasicConstraints) and value.ca:
+            raise PolicyError("CSR asks for a CA certificate (basicConstraints CA:TRUE)")
     return CheckedCsr(csr, key)
 
 

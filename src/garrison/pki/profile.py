@@ -69,7 +69,9 @@ def issue_device_certificate(
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)
         .add_extension(
-            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(device_uri(device_serial))]),
+            x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier(device_uri(device_serial))]
+            ),
             False,
         )
         .add_extension(

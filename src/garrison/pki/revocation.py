@@ -73,9 +73,7 @@ def _unsuccessful(status: ocsp.OCSPResponseStatus) -> bytes:
     )
 
 
-def answer_ocsp(
-    ca: Authority, request_der: bytes, lookup: StatusLookup, now: dt.datetime
-) -> bytes:
+def answer_ocsp(ca: Authority, request_der: bytes, lookup: StatusLookup, now: dt.datetime) -> bytes:
     """The DER OCSP response to ``request_der``, signed by ``ca`` itself.
 
     Malformed requests get the RFC 6960 ``malformedRequest`` status; a request about another
@@ -127,9 +125,7 @@ def answer_ocsp(
     return response.public_bytes(serialization.Encoding.DER)
 
 
-def issuer_hashes(
-    issuer: x509.Certificate, algorithm: hashes.HashAlgorithm
-) -> tuple[bytes, bytes]:
+def issuer_hashes(issuer: x509.Certificate, algorithm: hashes.HashAlgorithm) -> tuple[bytes, bytes]:
     """The (issuerNameHash, issuerKeyHash) an OCSP CertID carries for ``issuer``."""
     name_hash = hashes.Hash(algorithm)
     name_hash.update(issuer.subject.public_bytes())

@@ -2,28 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from fastapi import APIRouter, Query, Request
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from garrison.access.audit import verify_chain
 from garrison.access.roles import Permission, Role
 from garrison.identity.batches import BatchRequest, create_batch, list_batches
 from garrison.identity.devices import list_devices, revoke_device
-from garrison.identity.principals import Principal, create_principal
+from garrison.identity.principals import create_principal
 from garrison.identity.revocation import publish_crl
 from garrison.server import schemas
-from garrison.server.context import Plane, current_principal, permitted
+from garrison.server.context import (
+    AuditReader,
+    BatchManager,
+    Caller,
+    DeviceReader,
+    DeviceRevoker,
+    Plane,
+    PrincipalsManager,
+)
 from garrison.store.audit_log import append_audit, read_audit
 from garrison.store.tables import principals as principals_table
 
-from fastapi import Depends
-from sqlalchemy import select
-
 router = APIRouter(prefix="/api/v1", tags=["admin"])
-
-Caller = Annotated[Principal, Depends(current_principal)]
 
 
 @router.get("/whoami", response_model=schemas.PrincipalPublic)
@@ -33,15 +35,22 @@ async def whoami(principal: Caller) -> schemas.PrincipalPublic:
 
 @router.post("/principals", response_model=schemas.PrincipalCreated, status_code=201)
 async def add_principal(
-    body: schemas.PrincipalCreate, cp: Plane, principal: Principal = permitted(Permission.PRINCIPALS_MANAGE)
+    body: schemas.PrincipalCreate,
+    cp: Plane,
+    principal: PrincipalsManager,
 ) -> schemas.PrincipalCreated:
     def run() -> str:
         with cp.database.write() as conn:
             token = create_principal(conn, body.name, body.role, cp.now())
             append_audit(
-                conn, actor=f"principal:{principal.name}", action="principal.create",
-                target=body.name, outcome="ok", now=cp.now(), details={"role": body.role.value},
-            )  # fmt: skip
+                conn,
+                actor=f"principal:{principal.name}",
+                action="principal.create",
+                target=body.name,
+                outcome="ok",
+                now=cp.now(),
+                details={"role": body.role.value},
+            )
             return token
 
     token = await run_in_threadpool(run)
@@ -49,12 +58,14 @@ async def add_principal(
 
 
 @router.get("/principals", response_model=list[schemas.PrincipalPublic])
-async def get_principals(
-    cp: Plane, principal: Principal = permitted(Permission.PRINCIPALS_MANAGE)
-) -> list[schemas.PrincipalPublic]:
+async def get_principals(cp: Plane, principal: PrincipalsManager) -> list[schemas.PrincipalPublic]:
     def run() -> list[schemas.PrincipalPublic]:
         with cp.database.read() as conn:
-            rows = conn.execute(select(principals_table.c.name, principals_table.c.role).order_by(principals_table.c.name))
+            rows = conn.execute(
+                select(principals_table.c.name, principals_table.c.role).order_by(
+                    principals_table.c.name
+                )
+            )
             return [schemas.PrincipalPublic(name=r.name, role=Role(r.role)) for r in rows]
 
     return await run_in_threadpool(run)
@@ -62,22 +73,32 @@ async def get_principals(
 
 @router.post("/batches", response_model=schemas.BatchCreated, status_code=201)
 async def add_batch(
-    body: schemas.BatchCreate, cp: Plane, principal: Principal = permitted(Permission.BATCHES_MANAGE)
+    body: schemas.BatchCreate,
+    cp: Plane,
+    principal: BatchManager,
 ) -> schemas.BatchCreated:
-    request = BatchRequest(body.name, body.manufacturer, body.model, body.serials, body.quota, body.valid_days)
+    request = BatchRequest(
+        body.name, body.manufacturer, body.model, body.serials, body.quota, body.valid_days
+    )
 
     def run() -> schemas.BatchCreated:
         with cp.database.write() as conn:
             created = create_batch(conn, request, cp.now())
             append_audit(
-                conn, actor=f"principal:{principal.name}", action="batch.create",
-                target=f"batch:{created.batch_id}", outcome="ok", now=cp.now(),
+                conn,
+                actor=f"principal:{principal.name}",
+                action="batch.create",
+                target=f"batch:{created.batch_id}",
+                outcome="ok",
+                now=cp.now(),
                 details={
-                    "manufacturer": body.manufacturer, "model": body.model,
-                    "serials": len(body.serials), "quota": body.quota,
+                    "manufacturer": body.manufacturer,
+                    "model": body.model,
+                    "serials": len(body.serials),
+                    "quota": body.quota,
                     "expires_at": created.expires_at.isoformat(),
                 },
-            )  # fmt: skip
+            )
         return schemas.BatchCreated(
             id=created.batch_id,
             expires_at=created.expires_at,
@@ -98,9 +119,12 @@ async def get_batches(cp: Plane, principal: Caller, request: Request) -> list[sc
         only = principal.id
     else:
         await run_in_threadpool(
-            cp.audit_refusal, f"principal:{principal.name}", "api.authorize", request.url.path,
+            cp.audit_refusal,
+            f"principal:{principal.name}",
+            "api.authorize",
+            request.url.path,
             f"role {principal.role.value!r} may not read batches",
-        )  # fmt: skip
+        )
         from garrison.errors import PolicyError
 
         raise PolicyError(f"role {principal.role.value!r} may not read batches")
@@ -109,10 +133,17 @@ async def get_batches(cp: Plane, principal: Caller, request: Request) -> list[sc
         with cp.database.read() as conn:
             return [
                 schemas.BatchPublic(
-                    id=b.batch_id, name=b.name, manufacturer=b.manufacturer, model=b.model,
-                    created_at=b.created_at, expires_at=b.expires_at, quota=b.quota,
-                    issued=b.issued, authorized=b.authorized, closed=b.closed,
-                )  # fmt: skip
+                    id=b.batch_id,
+                    name=b.name,
+                    manufacturer=b.manufacturer,
+                    model=b.model,
+                    created_at=b.created_at,
+                    expires_at=b.expires_at,
+                    quota=b.quota,
+                    issued=b.issued,
+                    authorized=b.authorized,
+                    closed=b.closed,
+                )
                 for b in list_batches(conn, only)
             ]
 
@@ -122,7 +153,7 @@ async def get_batches(cp: Plane, principal: Caller, request: Request) -> list[sc
 @router.get("/devices", response_model=list[schemas.DevicePublic])
 async def get_devices(
     cp: Plane,
-    principal: Principal = permitted(Permission.DEVICES_READ),
+    principal: DeviceReader,
     limit: int = Query(default=1000, ge=1, le=10_000),
     offset: int = Query(default=0, ge=0),
 ) -> list[schemas.DevicePublic]:
@@ -135,12 +166,16 @@ async def get_devices(
 
 @router.post("/devices/{serial}/revoke", response_model=schemas.Revoked)
 async def revoke(
-    serial: str, body: schemas.RevokeRequest, cp: Plane,
-    principal: Principal = permitted(Permission.DEVICES_REVOKE),
-) -> schemas.Revoked:  # fmt: skip
+    serial: str,
+    body: schemas.RevokeRequest,
+    cp: Plane,
+    principal: DeviceRevoker,
+) -> schemas.Revoked:
     def run() -> list[str]:
         with cp.database.write() as conn:
-            revoked = revoke_device(conn, serial, body.reason, f"principal:{principal.name}", cp.now())
+            revoked = revoke_device(
+                conn, serial, body.reason, f"principal:{principal.name}", cp.now()
+            )
             publish_crl(conn, cp.fleet.issuing, cp.now())
             return revoked
 
@@ -150,7 +185,7 @@ async def revoke(
 @router.get("/audit", response_model=list[schemas.AuditEntry])
 async def get_audit(
     cp: Plane,
-    principal: Principal = permitted(Permission.AUDIT_READ),
+    principal: AuditReader,
     after: int = Query(default=0, ge=0),
     limit: int = Query(default=100, ge=1, le=1000),
 ) -> list[schemas.AuditEntry]:
@@ -158,9 +193,15 @@ async def get_audit(
         with cp.database.read() as conn:
             return [
                 schemas.AuditEntry(
-                    seq=r.seq, at=r.at, actor=r.actor, action=r.action, target=r.target,
-                    outcome=r.outcome, details=r.details, entry_hash=r.entry_hash,
-                )  # fmt: skip
+                    seq=r.seq,
+                    at=r.at,
+                    actor=r.actor,
+                    action=r.action,
+                    target=r.target,
+                    outcome=r.outcome,
+                    details=r.details,
+                    entry_hash=r.entry_hash,
+                )
                 for r in read_audit(conn, after=after, limit=limit)
             ]
 
@@ -168,7 +209,7 @@ async def get_audit(
 
 
 @router.get("/audit/verify", response_model=schemas.AuditHead)
-async def verify_audit(cp: Plane, principal: Principal = permitted(Permission.AUDIT_READ)) -> schemas.AuditHead:
+async def verify_audit(cp: Plane, principal: AuditReader) -> schemas.AuditHead:
     def run() -> tuple[int, str]:
         with cp.database.read() as conn:
             return verify_chain(read_audit(conn))

@@ -39,9 +39,14 @@ class ControlPlane:
     def audit_refusal(self, actor: str, action: str, target: str, reason: str) -> None:
         with self.database.write() as conn:
             append_audit(
-                conn, actor=actor, action=action, target=target, outcome="refused",
-                now=self.now(), details={"reason": reason[:300]},
-            )  # fmt: skip
+                conn,
+                actor=actor,
+                action=action,
+                target=target,
+                outcome="refused",
+                now=self.now(),
+                details={"reason": reason[:300]},
+            )
 
 
 def plane(request: Request) -> ControlPlane:
@@ -74,7 +79,9 @@ def basic_credentials(request: Request) -> tuple[str, str]:
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "basic" or not value:
-        raise HttpError(401, "enrollment needs HTTP Basic credentials: serial and token", headers=challenge)
+        raise HttpError(
+            401, "enrollment needs HTTP Basic credentials: serial and token", headers=challenge
+        )
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError):
@@ -91,6 +98,7 @@ async def current_principal(request: Request, cp: Plane) -> Principal:
     scheme, _, token = header.partition(" ")
     principal = None
     if scheme.lower() == "bearer" and token:
+
         def lookup() -> Principal | None:
             with cp.database.read() as conn:
                 return authenticate(conn, token.strip())
@@ -98,24 +106,33 @@ async def current_principal(request: Request, cp: Plane) -> Principal:
         principal = await run_in_threadpool(lookup)
     if principal is None:
         reason = "missing bearer token" if not token else "invalid or disabled API token"
-        await run_in_threadpool(cp.audit_refusal, "anonymous", "api.authenticate", request.url.path, reason)
+        await run_in_threadpool(
+            cp.audit_refusal, "anonymous", "api.authenticate", request.url.path, reason
+        )
         raise HttpError(
-            401, f"authentication required: {reason}",
+            401,
+            f"authentication required: {reason}",
             hint="send 'Authorization: Bearer <token>' with a principal's API token",
             headers={"WWW-Authenticate": "Bearer"},
-        )  # fmt: skip
+        )
     return principal
 
 
 def permitted(permission: Permission) -> Any:
     """A dependency that yields the principal if its role holds ``permission`` (403, audited)."""
 
-    async def check(request: Request, cp: Plane, principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    async def check(
+        request: Request, cp: Plane, principal: Annotated[Principal, Depends(current_principal)]
+    ) -> Principal:
         try:
             require(principal.role, permission)
         except PolicyError as exc:
             await run_in_threadpool(
-                cp.audit_refusal, f"principal:{principal.name}", "api.authorize", request.url.path, str(exc)
+                cp.audit_refusal,
+                f"principal:{principal.name}",
+                "api.authorize",
+                request.url.path,
+                str(exc),
             )
             raise
         return principal
@@ -134,8 +151,18 @@ async def current_device(request: Request, cp: Plane) -> DeviceIdentity:
     try:
         return await run_in_threadpool(lookup)
     except PolicyError as exc:
-        await run_in_threadpool(cp.audit_refusal, "device:unknown", "device.authenticate", request.url.path, str(exc))
+        await run_in_threadpool(
+            cp.audit_refusal, "device:unknown", "device.authenticate", request.url.path, str(exc)
+        )
         raise
 
 
 CurrentDevice = Annotated[DeviceIdentity, Depends(current_device)]
+
+
+PrincipalsManager = Annotated[Principal, permitted(Permission.PRINCIPALS_MANAGE)]
+BatchManager = Annotated[Principal, permitted(Permission.BATCHES_MANAGE)]
+DeviceReader = Annotated[Principal, permitted(Permission.DEVICES_READ)]
+DeviceRevoker = Annotated[Principal, permitted(Permission.DEVICES_REVOKE)]
+AuditReader = Annotated[Principal, permitted(Permission.AUDIT_READ)]
+Caller = Annotated[Principal, Depends(current_principal)]

@@ -22,10 +22,14 @@ async def checkin(body: schemas.CheckIn, device: CurrentDevice, cp: Plane) -> sc
         with cp.database.write() as conn:
             if check_in(conn, device, now):
                 append_audit(
-                    conn, actor=f"device:{device.serial}", action="cert.retire-superseded",
-                    target=device.serial, outcome="ok", now=now,
+                    conn,
+                    actor=f"device:{device.serial}",
+                    action="cert.retire-superseded",
+                    target=device.serial,
+                    outcome="ok",
+                    now=now,
                     details={"current": device.certificate},
-                )  # fmt: skip
+                )
 
     await run_in_threadpool(run)
     return schemas.CheckInResult(

@@ -26,7 +26,9 @@ class EmbeddedServer:
     def __init__(self, fleet: Fleet, database: Database, listen: Listen) -> None:
         self.listen = listen
         self._server = build_server(fleet, database, listen)
-        self._thread = threading.Thread(target=self._server.run, name="garrison-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.run, name="garrison-server", daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -48,5 +50,10 @@ class EmbeddedServer:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()

@@ -11,7 +11,9 @@ from garrison.errors import ConfigError, GarrisonError, InvalidRequest, PolicyEr
 class HttpError(GarrisonError):
     """An error that already knows its status code (401, 404, 413, 415...)."""
 
-    def __init__(self, status: int, message: str, *, hint: str = "", headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, *, hint: str = "", headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message, hint=hint)
         self.status = status
         self.headers = headers or {}

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import base64
 
-from fastapi import APIRouter, Request, Response
-from starlette.concurrency import run_in_threadpool
-
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from garrison.pki.csr import MAX_CSR_BYTES
 from garrison.server.context import Plane, basic_credentials, read_body
@@ -88,6 +87,8 @@ async def simpleenroll(request: Request, cp: Plane) -> Response:
 async def simplereenroll(request: Request, cp: Plane) -> Response:
     _require_pkcs10(request)
     body = await read_body(request, MAX_CSR_BYTES)
-    issued = await run_in_threadpool(cp.enrollment.reenroll, client_certificate(request.scope), body)
+    issued = await run_in_threadpool(
+        cp.enrollment.reenroll, client_certificate(request.scope), body
+    )
     der = pkcs7.serialize_certificates([issued.certificate], serialization.Encoding.DER)
     return _base64_response(der, PKCS7_CERTS_ONLY)

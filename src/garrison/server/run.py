@@ -26,11 +26,16 @@ class Listen:
         return cls(host.strip("[]") or "127.0.0.1", int(port))
 
 
-def build_server(fleet: Fleet, database: Database, listen: Listen, log_level: str = "warning") -> uvicorn.Server:
+def build_server(
+    fleet: Fleet, database: Database, listen: Listen, log_level: str = "warning"
+) -> uvicorn.Server:
     """A configured uvicorn server (not yet started) serving HTTPS for ``fleet``."""
     app = create_app(fleet, database)
     context = server_ssl_context(
-        fleet.paths.server_cert, fleet.server_key_path, fleet.secrets.passphrase, fleet.paths.ca_chain
+        fleet.paths.server_cert,
+        fleet.server_key_path,
+        fleet.secrets.passphrase,
+        fleet.paths.ca_chain,
     )
     config = uvicorn.Config(
         app,

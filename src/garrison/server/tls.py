@@ -73,7 +73,8 @@ class TlsScopeProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         if self._tls_extension is not None:
-            self.scope["extensions"] = {TLS_EXTENSION: self._tls_extension}  # type: ignore[typeddict-unknown-key]
+            scope: dict[str, Any] = self.scope  # type: ignore[assignment]
+            scope["extensions"] = {TLS_EXTENSION: self._tls_extension}
 
 
 def client_certificate(scope: dict[str, Any] | Any) -> bytes | None:

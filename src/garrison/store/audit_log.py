@@ -56,7 +56,9 @@ def append_audit(
     return seq
 
 
-def read_audit(conn: Connection, *, after: int = 0, limit: int | None = None) -> Iterator[AuditRecord]:
+def read_audit(
+    conn: Connection, *, after: int = 0, limit: int | None = None
+) -> Iterator[AuditRecord]:
     """Entries with ``seq > after`` in order."""
     query = select(audit_log).where(audit_log.c.seq > after).order_by(audit_log.c.seq)
     if limit is not None:

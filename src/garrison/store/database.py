@@ -17,7 +17,9 @@ class Database:
         self.url = url
         self._writer: Engine = open_engine(url, for_writes=True)
         self._reader: Engine = (
-            open_engine(url, for_writes=False) if self._writer.dialect.name == "sqlite" else self._writer
+            open_engine(url, for_writes=False)
+            if self._writer.dialect.name == "sqlite"
+            else self._writer
         )
 
     @property
