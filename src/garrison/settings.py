@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
@@ -13,6 +14,9 @@ SETTINGS_FILE = "garrison.toml"
 PASSPHRASE_ENV = "GARRISON_KEY_PASSPHRASE"  # noqa: S105 (a variable name)
 PKCS11_PIN_ENV = "GARRISON_PKCS11_PIN"
 DATA_DIR_ENV = "GARRISON_DATA_DIR"
+# Ed25519 CAs wait for crypto agility (BRIEF capability 20): stock X.509 path validation
+# (cryptography's web-PKI verifier, many TLS stacks) still refuses Ed25519 signatures.
+CA_KEY_ALGORITHMS = ("ecdsa-p256", "ecdsa-p384")
 
 
 @dataclass(frozen=True)
@@ -32,8 +36,25 @@ class Settings:
     key_algorithm: str = "ecdsa-p256"
 
     def validate(self) -> Settings:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "hostnames":
+                ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+            elif f.name == "device_cert_days":
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            else:
+                ok = isinstance(value, str)
+            if not ok:
+                raise ConfigError(f"setting {f.name!r} has the wrong type ({type(value).__name__})")
         if not self.public_url.startswith("https://"):
             raise ConfigError(f"public_url must be https://, not {self.public_url!r}")
+        if self.key_algorithm not in CA_KEY_ALGORITHMS:
+            raise ConfigError(
+                f"key_algorithm {self.key_algorithm!r} is not supported for the fleet CAs",
+                hint="use " + " or ".join(CA_KEY_ALGORITHMS),
+            )
+        if not self.hostnames:
+            raise ConfigError("hostnames must name at least one TLS server name")
         if not 1 <= self.device_cert_days <= 3650:
             raise ConfigError("device_cert_days must be between 1 and 3650")
         for ref in (self.root_key, self.issuing_key):
@@ -58,8 +79,8 @@ def _toml_value(value: object) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, str):
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-        return f'"{escaped}"'
+        # A JSON string (non-ASCII kept literal) is a valid TOML basic string, but for DEL.
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(item) for item in value) + "]"
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
@@ -88,5 +109,5 @@ def read_settings(data_dir: Path) -> Settings:
         raise ConfigError(f"{path}: unknown settings {sorted(unknown)}")
     try:
         return Settings(**raw).validate()
-    except TypeError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}", hint=exc.hint) from exc

@@ -156,6 +156,8 @@ class Agent:
                 log.warning(
                     "agent cycle failed (attempt %d, retry in %.0fs): %s", attempt, wait, exc
                 )
+            if max_cycles is not None and cycles >= max_cycles:
+                return
             stop.wait(wait)
 
 

@@ -9,7 +9,7 @@ import typer
 
 from garrison.cli.common import DataDir, console, fail, now, resolve_data_dir
 from garrison.errors import GarrisonError
-from garrison.identity.fleet import init_fleet, load_fleet
+from garrison.identity.fleet import init_fleet, load_fleet, pkcs11_ca_key_refs
 from garrison.settings import Settings
 
 
@@ -33,7 +33,7 @@ def init(
     ] = "",
     device_cert_days: Annotated[int, typer.Option(help="Lifetime of device certificates")] = 90,
     ca_keys: Annotated[
-        str, typer.Option(help="'file' (encrypted PEM) or 'pkcs11:token=LABEL' for the CA keys")
+        str, typer.Option(help="'file' (encrypted PEM) or 'pkcs11:token=LABEL[;object=PREFIX]'")
     ] = "file",
     pkcs11_module: Annotated[
         str, typer.Option(help="PKCS#11 module for --ca-keys pkcs11:...")
@@ -43,14 +43,12 @@ def init(
     root = resolve_data_dir(data_dir)
     root_key, issuing_key = "file:keys/root-ca.key.pem", "file:keys/issuing-ca.key.pem"
     if ca_keys.startswith("pkcs11:"):
-        root_key, issuing_key = (
-            f"{ca_keys};object=garrison-root-ca",
-            f"{ca_keys};object=garrison-issuing-ca",
-        )
+        try:
+            root_key, issuing_key = pkcs11_ca_key_refs(ca_keys)
+        except GarrisonError as exc:
+            raise fail(exc) from exc
     elif ca_keys != "file":
-        raise fail(
-            GarrisonError(f"--ca-keys must be 'file' or 'pkcs11:token=LABEL', not {ca_keys!r}")
-        )
+        raise fail(GarrisonError(f"--ca-keys must be 'file' or 'pkcs11:...', not {ca_keys!r}"))
     settings = Settings(
         organization=organization,
         public_url=public_url,

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 
 from garrison.errors import ConfigError
 from garrison.identity.keyref import KeySecrets, create_key, open_key
+from garrison.keys.pkcs11 import Pkcs11Ref, format_pkcs11_uri, parse_pkcs11_uri
 from garrison.keys.software import write_private_file
 from garrison.pki.authority import (
     Authority,
@@ -104,6 +105,17 @@ class Fleet:
 
 def _pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def pkcs11_ca_key_refs(token_uri: str) -> tuple[str, str]:
+    """Root and issuing CA key references in the token named by ``pkcs11:token=T[;object=P]``:
+    the objects ``P-root-ca`` and ``P-issuing-ca`` (``P`` defaults to ``garrison``)."""
+    uri = token_uri if ";object=" in token_uri else token_uri + ";object=garrison"
+    ref = parse_pkcs11_uri(uri)
+    return (
+        format_pkcs11_uri(Pkcs11Ref(ref.token, f"{ref.object}-root-ca")),
+        format_pkcs11_uri(Pkcs11Ref(ref.token, f"{ref.object}-issuing-ca")),
+    )
 
 
 def init_fleet(data_dir: Path, settings: Settings, now: dt.datetime) -> str:

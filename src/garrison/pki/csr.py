@@ -71,7 +71,9 @@ def check_csr(der: bytes) -> CheckedCsr:
 
 
 def names_in_csr(csr: x509.CertificateSigningRequest) -> set[str]:
-    """Every identity the CSR proposes: subject CN and serialNumber, SAN DNS names and URIs."""
+    """Every identity the CSR proposes: subject CN and serialNumber, and every SAN entry
+    (DNS, URI, IP, e-mail, directory name...). Other subject attributes (O, OU, C) name no
+    identity; stock clients often send them, and the issued subject never copies them."""
     names: set[str] = set()
     for oid in (NameOID.COMMON_NAME, NameOID.SERIAL_NUMBER):
         names.update(str(attr.value) for attr in csr.subject.get_attributes_for_oid(oid))
@@ -79,8 +81,7 @@ def names_in_csr(csr: x509.CertificateSigningRequest) -> set[str]:
         san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return names
-    names.update(san.get_values_for_type(x509.DNSName))
-    names.update(san.get_values_for_type(x509.UniformResourceIdentifier))
+    names.update(str(getattr(general_name, "value", general_name)) for general_name in san)
     return names
 
 

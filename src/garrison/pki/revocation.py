@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509 import ocsp
@@ -86,7 +87,7 @@ def answer_ocsp(ca: Authority, request_der: bytes, lookup: StatusLookup, now: dt
         serial = request.serial_number
         algorithm = request.hash_algorithm
         name_hash, key_hash = request.issuer_name_hash, request.issuer_key_hash
-    except (ValueError, NotImplementedError):
+    except (ValueError, NotImplementedError, UnsupportedAlgorithm):
         return _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
     if not isinstance(algorithm, hashes.SHA1 | hashes.SHA256 | hashes.SHA384 | hashes.SHA512):
         return _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)

@@ -1,0 +1,153 @@
+"""The agent against a real control plane: enrollment, renewal, and renewal that fails midway."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from pathlib import Path
+
+import pytest
+
+from garrison.agent.agent import Agent, ChannelError
+from garrison.agent.est_client import EnrollmentFailed
+from garrison.agent.identity import AgentConfig, StateDir
+from garrison.errors import ConfigError, GarrisonError
+from tests.conftest import Clock, Officer, RunningFleet, create_batch
+from tests.conftest_softhsm import SoftHsmToken
+
+
+def _enrolled(served: RunningFleet, officer: Officer, tmp_path: Path, clock: Clock) -> Agent:
+    batch = create_batch(served, officer, serials=["AG-1"])
+    token = batch["tokens"][0]["token"]  # type: ignore[index]
+    agent = Agent(StateDir(tmp_path / "AG-1"), clock=clock)
+    agent.enroll(
+        AgentConfig(serial="AG-1", server_url=served.url), token, served.root_ca.read_bytes()
+    )
+    return agent
+
+
+def test_enroll_then_check_in(served: RunningFleet, officer: Officer, tmp_path: Path) -> None:
+    agent = _enrolled(served, officer, tmp_path, Clock())
+    identity = agent.state.current()
+    assert identity is not None and identity.generation == 1
+    assert "ENCRYPTED PRIVATE KEY" in identity.key_path.read_text()
+    assert identity.key_path.stat().st_mode & 0o077 == 0
+    assert agent.check_in().certificate == format(identity.certificate.serial_number, "x")
+    with pytest.raises(ConfigError, match="already holds an identity"):
+        agent.enroll(agent.state.load_config(), "gst_x", served.root_ca.read_bytes())
+
+
+def test_run_renews_when_due_and_retires_the_old_certificate(
+    served: RunningFleet, officer: Officer, tmp_path: Path
+) -> None:
+    clock = Clock()
+    agent = _enrolled(served, officer, tmp_path, clock)
+    old = agent.state.current()
+    assert old is not None
+    stop = threading.Event()
+    agent.run(stop, max_cycles=1)
+    assert agent.state.current() == old  # not yet due
+    clock.advance(dt.timedelta(days=60))  # 66 % of the 90-day lifetime has passed
+    agent.run(stop, max_cycles=1)
+    new = agent.state.current()
+    assert new is not None and new.generation == 2
+    assert new.certificate.public_key() != old.certificate.public_key()
+    # The server retired the old certificate at the new one's first use.
+    with served.database.read() as conn:
+        from sqlalchemy import select
+
+        from garrison.store.tables import certificates
+
+        rows = dict(conn.execute(select(certificates.c.serial_hex, certificates.c.status)).all())
+    assert rows[format(old.certificate.serial_number, "x")] == "revoked"
+    assert rows[format(new.certificate.serial_number, "x")] == "valid"
+
+
+def test_renewal_interrupted_before_commit_keeps_the_working_identity(
+    served: RunningFleet, officer: Officer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent = _enrolled(served, officer, tmp_path, Clock())
+    before = agent.state.current()
+
+    def power_cut(*_args: object) -> None:
+        raise OSError("simulated power cut while writing the new certificate")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(StateDir, "commit", power_cut)
+        with pytest.raises(OSError, match="power cut"):
+            agent.renew()
+    # The server issued a certificate the device never stored; the old one keeps working.
+    assert agent.state.current() == before
+    assert agent.check_in().serial == "AG-1"
+    # The next renewal succeeds and supersedes the orphaned certificate too.
+    renewed = agent.renew()
+    assert renewed.generation == 2
+    with served.database.read() as conn:
+        from sqlalchemy import func, select
+
+        from garrison.store.tables import certificates
+
+        valid = conn.execute(
+            select(func.count()).where(certificates.c.status == "valid")
+        ).scalar_one()
+    assert valid == 1
+
+
+def test_renewal_with_the_server_down_changes_nothing(
+    served: RunningFleet, officer: Officer, tmp_path: Path
+) -> None:
+    agent = _enrolled(served, officer, tmp_path, Clock())
+    before = agent.state.current()
+    config = agent.state.load_config()
+    dead = AgentConfig(serial=config.serial, server_url="https://127.0.0.1:1")
+    agent.state.save_config(dead, served.root_ca.read_bytes())
+    with pytest.raises(EnrollmentFailed, match="cannot reach"):
+        agent.renew()
+    with pytest.raises(ChannelError, match="cannot reach"):
+        agent.check_in()
+    agent.state.save_config(config, served.root_ca.read_bytes())
+    assert agent.state.current() == before
+    assert agent.check_in().serial == "AG-1"
+
+
+def test_enrollment_refuses_a_server_outside_the_pinned_fleet(
+    served: RunningFleet, officer: Officer, tmp_path: Path
+) -> None:
+    batch = create_batch(served, officer, serials=["AG-2"])
+    token = batch["tokens"][0]["token"]  # type: ignore[index]
+    other_root = tmp_path / "other-root.pem"
+    from tests.conftest import make_fleet
+
+    other = make_fleet(tmp_path / "other", f"sqlite:///{tmp_path / 'other.db'}")
+    other_root.write_bytes(other.root_ca.read_bytes())
+    agent = Agent(StateDir(tmp_path / "AG-2"))
+    with pytest.raises(GarrisonError, match="cannot reach|certificate verify failed"):
+        agent.enroll(
+            AgentConfig(serial="AG-2", server_url=served.url), token, other_root.read_bytes()
+        )
+    assert agent.state.current() is None
+
+
+@pytest.mark.softhsm
+def test_device_key_in_a_pkcs11_token(
+    served: RunningFleet,
+    officer: Officer,
+    tmp_path: Path,
+    softhsm_token: SoftHsmToken,
+    pkcs11_key_label: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GARRISON_PKCS11_PIN", softhsm_token.pin)
+    batch = create_batch(served, officer, serials=["HW-1"])
+    token = batch["tokens"][0]["token"]  # type: ignore[index]
+    agent = Agent(StateDir(tmp_path / "HW-1"))
+    config = AgentConfig(
+        serial="HW-1",
+        server_url=served.url,
+        key_store=f"pkcs11:token={softhsm_token.token_label};object={pkcs11_key_label}",
+        pkcs11_module=softhsm_token.module_path,
+    )
+    identity = agent.enroll(config, token, served.root_ca.read_bytes())
+    assert identity.key_ref.startswith("pkcs11:") and not identity.key_path.exists()
+    with pytest.raises(ConfigError, match="PKCS#11"):
+        agent.check_in()
