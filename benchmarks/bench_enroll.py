@@ -69,6 +69,7 @@ from garrison.store.tables import certificates, devices
 AIM_PER_SECOND = 1000.0
 DEFAULT_DEVICES = 2000
 DEFAULT_CONCURRENCY = 4
+DEFAULT_WORKERS = 1
 PG_ADMIN_URL = os.environ.get(
     "GARRISON_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
@@ -224,7 +225,9 @@ def _log_tail(log: Path, lines: int = 20) -> str:
 
 
 @contextlib.contextmanager
-def server_process(data_dir: Path, port: int, timeout: float = 30.0) -> Iterator[int]:
+def server_process(
+    data_dir: Path, port: int, workers: int = 1, timeout: float = 30.0
+) -> Iterator[int]:
     """``garrison server`` in its own process, healthy over HTTPS; yields its pid.
 
     It runs in its own session so that a Ctrl-C reaches only this process, which then
@@ -232,7 +235,7 @@ def server_process(data_dir: Path, port: int, timeout: float = 30.0) -> Iterator
     """
     log = data_dir / "server.log"
     command = [*_garrison_command(), "server", "--data-dir", str(data_dir)]
-    command += ["--listen", f"127.0.0.1:{port}"]
+    command += ["--listen", f"127.0.0.1:{port}", "--workers", str(workers)]
     with log.open("wb") as out:
         proc = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -267,13 +270,26 @@ def _stop(proc: subprocess.Popen[bytes], signum: int = signal.SIGTERM) -> None:
             proc.wait()
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a process so far (Linux ``/proc``), or ``None``."""
+def _stat(pid: int) -> list[str] | None:
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time so far of a process and its live children (the server
+    workers), from Linux ``/proc``, or ``None``."""
+    own = _stat(pid)
+    if own is None:
+        return None
+    total = int(own[11]) + int(own[12])
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat(int(entry.name))
+            if fields is not None and fields[1] == str(pid):
+                total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.contextmanager
@@ -500,7 +516,7 @@ def bench_backend(backend: str, db_url: str, work_dir: Path, args: argparse.Name
     )
     root_ca = data_dir / "pki" / "root-ca.pem"
     profile = Path(args.profile) if args.profile else None
-    with server_process(data_dir, port) as pid, sampled(pid, profile):
+    with server_process(data_dir, port, args.workers) as pid, sampled(pid, profile):
         _progress(f"{backend}: {len(requests)} enrollments on {args.concurrency} connections")
         run = run_clients(f"https://127.0.0.1:{port}", root_ca, requests, args.concurrency, pid)
     if run.errors:
@@ -596,6 +612,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="client connections"
     )
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
+    parser.add_argument(
+        "--workers", type=int, default=DEFAULT_WORKERS, help="server processes (--workers)"
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per backend")
     parser.add_argument(
         "--profile", metavar="FILE", help="sample the server with py-spy (collapsed stacks)"

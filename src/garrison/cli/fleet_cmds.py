@@ -82,19 +82,31 @@ def server(
     database: Annotated[
         str | None, typer.Option(help="Database URL (sqlite:///... or postgresql://...)")
     ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="Server processes sharing the port")
+    ] = 1,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
 ) -> None:
     """Run the HTTPS control plane (EST, OCSP/CRL, device API, admin API)."""
     from garrison.server.run import Listen, serve
+    from garrison.server.workers import serve_workers
     from garrison.store.database import Database
 
     root = resolve_data_dir(data_dir)
     try:
         fleet = load_fleet(root)
-        db = Database(database or fleet.database_url)
+        url = database or fleet.database_url
+        db = Database(url)
         db.migrate()
         address = Listen.parse(listen or fleet.settings.listen)
     except GarrisonError as exc:
         raise fail(exc) from exc
-    console.print(f"Garrison control plane on https://{address.host}:{address.port} ({db.dialect})")
-    serve(fleet, db, address, log_level)
+    console.print(
+        f"Garrison control plane on https://{address.host}:{address.port} "
+        f"({db.dialect}, {workers} worker{'s' if workers > 1 else ''})"
+    )
+    if workers == 1:
+        serve(fleet, db, address, log_level)
+    else:
+        db.dispose()
+        serve_workers(root, url, address, workers, log_level)

@@ -43,17 +43,25 @@ def check_serial(serial: str) -> str:
 
 
 def decide_enrollment(
-    serial: str, token: TokenFacts | None, serial_enrolled: bool, now: dt.datetime
+    serial: str,
+    token: TokenFacts | None,
+    serial_enrolled: bool,
+    now: dt.datetime,
+    *,
+    serial_reserved: bool = False,
 ) -> None:
     """Allow the enrollment of ``serial`` with ``token``, or raise :class:`EnrollmentRefused`.
 
     ``token`` is ``None`` when no authorization has the presented token's digest.
-    ``serial_enrolled`` says whether a device with this serial already has an identity.
+    ``serial_enrolled`` says whether a device with this serial already has an identity;
+    ``serial_reserved`` whether another authorization (an allow-list) names this serial.
     """
     if token is None:
         raise EnrollmentRefused("unknown enrollment token")
     if token.bound_serial is not None and token.bound_serial != serial:
         raise EnrollmentRefused(f"enrollment token is not issued for serial {serial!r}")
+    if token.bound_serial is None and serial_reserved:
+        raise EnrollmentRefused(f"serial {serial!r} is authorized by another token")
     if token.used:
         raise EnrollmentRefused("enrollment token was already used")
     batch = token.batch

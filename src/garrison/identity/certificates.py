@@ -5,11 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from dataclasses import dataclass
-from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from sqlalchemy import Connection, Select, select
+from sqlalchemy import Connection, bindparam, select
 
 from garrison.store.tables import certificates, devices
 
@@ -40,6 +39,9 @@ class CertRecord:
     revocation_reason: str | None
 
 
+_INSERT = certificates.insert()
+
+
 def record_certificate(
     conn: Connection, device_id: int, cert: x509.Certificate, now: dt.datetime
 ) -> str:
@@ -47,33 +49,35 @@ def record_certificate(
     der = cert.public_bytes(serialization.Encoding.DER)
     serial = serial_hex(cert.serial_number)
     conn.execute(
-        certificates.insert().values(
-            serial_hex=serial,
-            device_id=device_id,
-            fingerprint=fingerprint(der),
-            not_before=cert.not_valid_before_utc,
-            not_after=cert.not_valid_after_utc,
-            issued_at=now,
-            status=VALID,
-            der=der,
-        )
+        _INSERT,
+        {
+            "serial_hex": serial,
+            "device_id": device_id,
+            "fingerprint": fingerprint(der),
+            "not_before": cert.not_valid_before_utc,
+            "not_after": cert.not_valid_after_utc,
+            "issued_at": now,
+            "status": VALID,
+            "der": der,
+        },
     )
     return serial
 
 
-def _select() -> Select[Any]:
-    return select(
-        certificates.c.serial_hex,
-        certificates.c.device_id,
-        devices.c.serial.label("device_serial"),
-        devices.c.status.label("device_status"),
-        devices.c.current_cert.label("device_current_cert"),
-        devices.c.retire_pending,
-        certificates.c.status,
-        certificates.c.not_after,
-        certificates.c.revoked_at,
-        certificates.c.revocation_reason,
-    ).join(devices, devices.c.id == certificates.c.device_id)
+_SELECT = select(
+    certificates.c.serial_hex,
+    certificates.c.device_id,
+    devices.c.serial.label("device_serial"),
+    devices.c.status.label("device_status"),
+    devices.c.current_cert.label("device_current_cert"),
+    devices.c.retire_pending,
+    certificates.c.status,
+    certificates.c.not_after,
+    certificates.c.revoked_at,
+    certificates.c.revocation_reason,
+).join(devices, devices.c.id == certificates.c.device_id)
+_BY_FINGERPRINT = _SELECT.where(certificates.c.fingerprint == bindparam("fingerprint"))
+_BY_SERIAL = _SELECT.where(certificates.c.serial_hex == bindparam("serial_hex"))
 
 
 def _record(row: object) -> CertRecord:
@@ -81,12 +85,10 @@ def _record(row: object) -> CertRecord:
 
 
 def find_by_fingerprint(conn: Connection, der: bytes) -> CertRecord | None:
-    row = conn.execute(_select().where(certificates.c.fingerprint == fingerprint(der))).first()
+    row = conn.execute(_BY_FINGERPRINT, {"fingerprint": fingerprint(der)}).first()
     return None if row is None else _record(row)
 
 
 def find_by_serial(conn: Connection, serial_number: int) -> CertRecord | None:
-    row = conn.execute(
-        _select().where(certificates.c.serial_hex == serial_hex(serial_number))
-    ).first()
+    row = conn.execute(_BY_SERIAL, {"serial_hex": serial_hex(serial_number)}).first()
     return None if row is None else _record(row)

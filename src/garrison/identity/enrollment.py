@@ -10,19 +10,21 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
-from sqlalchemy import Connection, and_, or_, select, update
+from sqlalchemy import Connection, bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from garrison.errors import EnrollmentRefused, GarrisonError, PolicyError
+from garrison.errors import EnrollmentRefused, PolicyError
 from garrison.factory.policy import BatchFacts, TokenFacts, check_serial, decide_enrollment
 from garrison.factory.tokens import token_digest
 from garrison.identity.certificates import (
     REVOKED,
     VALID,
-    find_by_fingerprint,
     fingerprint,
     record_certificate,
+    serial_hex,
 )
+from garrison.identity.devices import DeviceIdentity
+from garrison.identity.revocation import invalidate_crl
 from garrison.pki.authority import Authority
 from garrison.pki.csr import CheckedCsr, check_csr, decode_est_body, require_identity
 from garrison.pki.profile import DeviceProfile, device_uri, issue_device_certificate
@@ -31,6 +33,60 @@ from garrison.store.database import Database
 from garrison.store.tables import authorizations, batches, certificates, devices
 
 Clock = Callable[[], dt.datetime]
+
+# The hot path's statements, built once: constructing SQLAlchemy statements per request
+# cost more than the signature and the database work together.
+_TOKEN_FACTS = (
+    select(
+        authorizations.c.id,
+        authorizations.c.serial,
+        authorizations.c.used_at,
+        batches.c.id.label("batch_id"),
+        batches.c.expires_at,
+        batches.c.quota,
+        batches.c.issued,
+        batches.c.closed,
+        batches.c.model,
+        select(devices.c.id)
+        .where(devices.c.serial == bindparam("serial"))
+        .scalar_subquery()
+        .label("enrolled"),
+        select(authorizations.c.id)
+        .where(authorizations.c.serial == bindparam("serial"))
+        .scalar_subquery()
+        .label("reserved_by"),
+    )
+    .join(batches, batches.c.id == authorizations.c.batch_id)
+    .where(authorizations.c.token_digest == bindparam("digest"))
+)
+_CONSUME_TOKEN = (
+    update(authorizations)
+    .where(authorizations.c.id == bindparam("auth_id"), authorizations.c.used_at.is_(None))
+    .values(used_at=bindparam("now"), serial=bindparam("serial"))
+)
+_INSERT_DEVICE = (
+    devices.insert()
+    .values(
+        serial=bindparam("serial"),
+        batch_id=bindparam("batch_id"),
+        model=bindparam("model"),
+        status="active",
+        enrolled_at=bindparam("now"),
+        current_cert=bindparam("cert"),
+        retire_pending=False,
+    )
+    .returning(devices.c.id)
+)
+_COUNT_ISSUANCE = (
+    update(batches)
+    .where(
+        batches.c.id == bindparam("batch_id"),
+        batches.c.closed.is_(False),
+        batches.c.expires_at > bindparam("now"),
+        or_(batches.c.quota.is_(None), batches.c.issued < batches.c.quota),
+    )
+    .values(issued=batches.c.issued + 1)
+)
 
 
 def utc_now() -> dt.datetime:
@@ -69,196 +125,118 @@ class EnrollmentService:
     # -- factory enrollment ------------------------------------------------------------
 
     def enroll(self, serial: str, token: str, body: bytes) -> Issued:
-        """``/simpleenroll`` with HTTP Basic ``serial:token``. Raises on refusal (audited)."""
+        """``/simpleenroll`` with HTTP Basic ``serial:token``; raises on refusal.
+
+        Everything happens in one write transaction: the facts are read, the decision made
+        and the certificate signed under the same locks that record the issuance, so two
+        requests racing with one token can never both succeed. The rows every enrollment
+        shares (the batch counter, the audit head) are touched last, to keep the time their
+        locks are held short.
+        """
         now = self._clock()
+        check_serial(serial)
+        checked = check_csr(decode_est_body(body))
+        require_identity(checked, serial, device_uri(serial))
         try:
-            check_serial(serial)
-            checked = check_csr(decode_est_body(body))
-            require_identity(checked, serial, device_uri(serial))
-            facts = self._token_facts(token_digest(token), serial)
-            decide_enrollment(serial, facts[0], facts[1], now)
-            assert facts[0] is not None
-            return self._issue_first(serial, facts[0], checked, now)
-        except GarrisonError as exc:
-            self._audit_refusal("est.enroll", f"factory:{serial[:64]}", serial[:64], exc, now)
-            raise
-
-    def _token_facts(self, digest: str, serial: str) -> tuple[TokenFacts | None, bool]:
-        with self._db.read() as conn:
-            row = conn.execute(
-                select(
-                    authorizations.c.id,
-                    authorizations.c.serial,
-                    authorizations.c.used_at,
-                    batches.c.id.label("batch_id"),
-                    batches.c.expires_at,
-                    batches.c.quota,
-                    batches.c.issued,
-                    batches.c.closed,
-                )
-                .join(batches, batches.c.id == authorizations.c.batch_id)
-                .where(authorizations.c.token_digest == digest)
-            ).first()
-            enrolled = (
-                conn.execute(select(devices.c.id).where(devices.c.serial == serial)).first()
-                is not None
-            )
-        if row is None:
-            return None, enrolled
-        batch = BatchFacts(row.batch_id, row.expires_at, row.quota, row.issued, row.closed)
-        return TokenFacts(row.id, row.serial, row.used_at is not None, batch), enrolled
-
-    def _issue_first(
-        self, serial: str, token: TokenFacts, checked: CheckedCsr, now: dt.datetime
-    ) -> Issued:
-        cert = issue_device_certificate(self._ca, checked.public_key, serial, self._profile, now)
-        batch = token.batch
-        with self._db.write() as conn:
-            consumed = conn.execute(
-                update(authorizations)
-                .where(
-                    authorizations.c.id == token.authorization_id,
-                    authorizations.c.used_at.is_(None),
-                )
-                .values(used_at=now, serial=serial)
-            ).rowcount
-            if consumed != 1:
-                raise EnrollmentRefused("enrollment token was already used")
-            counted = conn.execute(
-                update(batches)
-                .where(
-                    batches.c.id == batch.batch_id,
-                    batches.c.closed.is_(False),
-                    batches.c.expires_at > now,
-                    or_(batches.c.quota.is_(None), batches.c.issued < batches.c.quota),
-                )
-                .values(issued=batches.c.issued + 1)
-            ).rowcount
-            if counted != 1:
-                raise EnrollmentRefused(f"production batch {batch.batch_id} quota exhausted")
-            device_id = self._insert_device(conn, serial, batch.batch_id, now)
-            cert_serial = record_certificate(conn, device_id, cert, now)
-            conn.execute(
-                update(devices).where(devices.c.id == device_id).values(current_cert=cert_serial)
-            )
-            append_audit(
-                conn,
-                actor=f"batch:{batch.batch_id}",
-                action="cert.issue",
-                target=serial,
-                outcome="ok",
-                now=now,
-                details={"certificate": cert_serial, "via": "est.simpleenroll"},
-            )
-        return Issued(cert, serial)
-
-    @staticmethod
-    def _insert_device(conn: Connection, serial: str, batch_id: int, now: dt.datetime) -> int:
-        model = conn.execute(select(batches.c.model).where(batches.c.id == batch_id)).scalar_one()
-        try:
-            with conn.begin_nested():
-                return int(
-                    conn.execute(
-                        devices.insert()
-                        .values(
-                            serial=serial,
-                            batch_id=batch_id,
-                            model=model,
-                            status="active",
-                            enrolled_at=now,
-                            retire_pending=False,
-                        )
-                        .returning(devices.c.id)
-                    ).scalar_one()
-                )
+            with self._db.write() as conn:
+                return self._enroll_in(conn, serial, token_digest(token), checked, now)
         except IntegrityError:
+            # The device row's unique serial caught a concurrent enrollment of this serial.
             raise EnrollmentRefused(f"device {serial!r} is already enrolled") from None
+
+    def _enroll_in(
+        self, conn: Connection, serial: str, digest: str, checked: CheckedCsr, now: dt.datetime
+    ) -> Issued:
+        row = conn.execute(_TOKEN_FACTS, {"digest": digest, "serial": serial}).first()
+        facts = None
+        if row is not None:
+            batch = BatchFacts(row.batch_id, row.expires_at, row.quota, row.issued, row.closed)
+            facts = TokenFacts(row.id, row.serial, row.used_at is not None, batch)
+        decide_enrollment(
+            serial,
+            facts,
+            row is not None and row.enrolled is not None,
+            now,
+            serial_reserved=row is not None and row.reserved_by not in (None, row.id),
+        )
+        assert facts is not None and row is not None
+        cert = issue_device_certificate(self._ca, checked.public_key, serial, self._profile, now)
+        consumed = conn.execute(
+            _CONSUME_TOKEN, {"auth_id": facts.authorization_id, "now": now, "serial": serial}
+        ).rowcount
+        if consumed != 1:
+            raise EnrollmentRefused("enrollment token was already used")
+        cert_serial = serial_hex(cert.serial_number)
+        device_id = conn.execute(
+            _INSERT_DEVICE,
+            {"serial": serial, "batch_id": row.batch_id, "model": row.model, "now": now,
+             "cert": cert_serial},
+        ).scalar_one()  # fmt: skip
+        record_certificate(conn, device_id, cert, now)
+        counted = conn.execute(_COUNT_ISSUANCE, {"batch_id": row.batch_id, "now": now}).rowcount
+        if counted != 1:
+            raise EnrollmentRefused(f"production batch {row.batch_id} quota exhausted")
+        append_audit(
+            conn,
+            actor=f"batch:{row.batch_id}",
+            action="cert.issue",
+            target=serial,
+            outcome="ok",
+            now=now,
+            details={"certificate": cert_serial, "via": "est.simpleenroll"},
+        )
+        return Issued(cert, serial)
 
     # -- re-enrollment -----------------------------------------------------------------
 
-    def reenroll(self, client_cert_der: bytes | None, body: bytes) -> Issued:
-        """``/simplereenroll`` authenticated by the device's current certificate over mTLS.
+    def reenroll(self, device: DeviceIdentity, body: bytes) -> Issued:
+        """``/simplereenroll`` by a ``device`` authenticated with its current certificate.
 
         The presented certificate stays valid until the device first uses the new one (so a
         renewal that fails midway never strands a device); any earlier renewal that the
         device never picked up is revoked as superseded.
         """
         now = self._clock()
-        target = "unknown"
-        try:
-            if client_cert_der is None:
-                raise PolicyError("re-enrollment needs the device's current certificate (mTLS)")
-            with self._db.read() as conn:
-                record = find_by_fingerprint(conn, client_cert_der)
-            if record is None:
-                raise PolicyError("client certificate was not issued by this fleet")
-            target = record.device_serial
-            if record.device_status != "active":
-                raise PolicyError(f"device {target!r} is revoked")
-            if record.status != VALID:
-                raise PolicyError(f"client certificate is {record.status}")
-            if record.not_after <= now:
-                raise PolicyError("client certificate has expired")
-            checked = check_csr(decode_est_body(body))
-            require_identity(checked, target, device_uri(target))
-            cert = issue_device_certificate(
-                self._ca, checked.public_key, target, self._profile, now
-            )
-            with self._db.write() as conn:
-                new_serial = record_certificate(conn, record.device_id, cert, now)
-                conn.execute(
-                    update(certificates)
-                    .where(
-                        certificates.c.device_id == record.device_id,
-                        certificates.c.status == VALID,
-                        and_(
-                            certificates.c.serial_hex != record.serial_hex,
-                            certificates.c.serial_hex != new_serial,
-                        ),
-                    )
-                    .values(status=REVOKED, revoked_at=now, revocation_reason="superseded")
-                )
-                changed = conn.execute(
-                    update(devices)
-                    .where(devices.c.id == record.device_id, devices.c.status == "active")
-                    .values(current_cert=new_serial, retire_pending=True)
-                ).rowcount
-                if changed != 1:
-                    raise PolicyError(f"device {target!r} is revoked")
-                append_audit(
-                    conn,
-                    actor=f"device:{target}",
-                    action="cert.issue",
-                    target=target,
-                    outcome="ok",
-                    now=now,
-                    details={
-                        "certificate": new_serial,
-                        "replaces": record.serial_hex,
-                        "via": "est.simplereenroll",
-                        "new_key": fingerprint(
-                            checked.csr.public_key().public_bytes(
-                                serialization.Encoding.DER,
-                                serialization.PublicFormat.SubjectPublicKeyInfo,
-                            )
-                        )[:16],
-                    },
-                )
-            return Issued(cert, target)
-        except GarrisonError as exc:
-            self._audit_refusal("est.reenroll", f"device:{target}", target, exc, now)
-            raise
-
-    def _audit_refusal(
-        self, action: str, actor: str, target: str, exc: GarrisonError, now: dt.datetime
-    ) -> None:
+        checked = check_csr(decode_est_body(body))
+        require_identity(checked, device.serial, device_uri(device.serial))
+        cert = issue_device_certificate(
+            self._ca, checked.public_key, device.serial, self._profile, now
+        )
         with self._db.write() as conn:
+            new_serial = record_certificate(conn, device.device_id, cert, now)
+            superseded = conn.execute(
+                update(certificates)
+                .where(
+                    certificates.c.device_id == device.device_id,
+                    certificates.c.status == VALID,
+                    certificates.c.serial_hex.not_in([device.certificate, new_serial]),
+                )
+                .values(status=REVOKED, revoked_at=now, revocation_reason="superseded")
+            ).rowcount
+            if superseded:
+                invalidate_crl(conn)
+            changed = conn.execute(
+                update(devices)
+                .where(devices.c.id == device.device_id, devices.c.status == "active")
+                .values(current_cert=new_serial, retire_pending=True)
+            ).rowcount
+            if changed != 1:
+                raise PolicyError(f"device {device.serial!r} is revoked")
+            new_key = checked.public_key.public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
             append_audit(
                 conn,
-                actor=actor,
-                action=action,
-                target=target,
-                outcome="refused",
+                actor=f"device:{device.serial}",
+                action="cert.issue",
+                target=device.serial,
+                outcome="ok",
                 now=now,
-                details={"reason": str(exc)[:300]},
+                details={
+                    "certificate": new_serial,
+                    "replaces": device.certificate,
+                    "via": "est.simplereenroll",
+                    "key": fingerprint(new_key)[:16],
+                },
             )
+        return Issued(cert, device.serial)

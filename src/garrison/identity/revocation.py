@@ -58,6 +58,14 @@ def publish_crl(conn: Connection, ca: Authority, now: dt.datetime) -> bytes:
     return der
 
 
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def invalidate_crl(conn: Connection) -> None:
+    """Mark the stored CRL stale: the next request for it signs a fresh one."""
+    conn.execute(update(crl_state).where(crl_state.c.id == 1).values(next_update=EPOCH))
+
+
 def current_crl(conn: Connection, now: dt.datetime) -> bytes | None:
     """The stored CRL if it is not yet due for refresh, else ``None``."""
     row = conn.execute(

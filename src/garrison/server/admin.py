@@ -7,7 +7,8 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from garrison.access.audit import verify_chain
-from garrison.access.roles import Permission, Role
+from garrison.access.roles import PERMISSIONS, Permission, Role
+from garrison.errors import PolicyError
 from garrison.identity.batches import BatchRequest, create_batch, list_batches
 from garrison.identity.devices import list_devices, revoke_device
 from garrison.identity.principals import create_principal
@@ -28,12 +29,14 @@ from garrison.store.tables import principals as principals_table
 router = APIRouter(prefix="/api/v1", tags=["admin"])
 
 
-@router.get("/whoami", response_model=schemas.PrincipalPublic)
+@router.get("/whoami", response_model=schemas.PrincipalPublic, name="principal.whoami")
 async def whoami(principal: Caller) -> schemas.PrincipalPublic:
     return schemas.PrincipalPublic(name=principal.name, role=principal.role)
 
 
-@router.post("/principals", response_model=schemas.PrincipalCreated, status_code=201)
+@router.post(
+    "/principals", response_model=schemas.PrincipalCreated, status_code=201, name="principal.create"
+)
 async def add_principal(
     body: schemas.PrincipalCreate,
     cp: Plane,
@@ -57,7 +60,7 @@ async def add_principal(
     return schemas.PrincipalCreated(name=body.name, role=body.role, token=token)
 
 
-@router.get("/principals", response_model=list[schemas.PrincipalPublic])
+@router.get("/principals", response_model=list[schemas.PrincipalPublic], name="principal.list")
 async def get_principals(cp: Plane, principal: PrincipalsManager) -> list[schemas.PrincipalPublic]:
     def run() -> list[schemas.PrincipalPublic]:
         with cp.database.read() as conn:
@@ -71,7 +74,7 @@ async def get_principals(cp: Plane, principal: PrincipalsManager) -> list[schema
     return await run_in_threadpool(run)
 
 
-@router.post("/batches", response_model=schemas.BatchCreated, status_code=201)
+@router.post("/batches", response_model=schemas.BatchCreated, status_code=201, name="batch.create")
 async def add_batch(
     body: schemas.BatchCreate,
     cp: Plane,
@@ -108,25 +111,15 @@ async def add_batch(
     return await run_in_threadpool(run)
 
 
-@router.get("/batches", response_model=list[schemas.BatchPublic])
+@router.get("/batches", response_model=list[schemas.BatchPublic], name="batch.list")
 async def get_batches(cp: Plane, principal: Caller, request: Request) -> list[schemas.BatchPublic]:
-    from garrison.access.roles import PERMISSIONS
-
     held = PERMISSIONS[principal.role]
     if Permission.BATCHES_MANAGE in held:
         only = None
     elif Permission.BATCHES_READ_OWN in held:
         only = principal.id
     else:
-        await run_in_threadpool(
-            cp.audit_refusal,
-            f"principal:{principal.name}",
-            "api.authorize",
-            request.url.path,
-            f"role {principal.role.value!r} may not read batches",
-        )
-        from garrison.errors import PolicyError
-
+        request.state.audit_action = "api.authorize"
         raise PolicyError(f"role {principal.role.value!r} may not read batches")
 
     def run() -> list[schemas.BatchPublic]:
@@ -150,7 +143,7 @@ async def get_batches(cp: Plane, principal: Caller, request: Request) -> list[sc
     return await run_in_threadpool(run)
 
 
-@router.get("/devices", response_model=list[schemas.DevicePublic])
+@router.get("/devices", response_model=list[schemas.DevicePublic], name="device.list")
 async def get_devices(
     cp: Plane,
     principal: DeviceReader,
@@ -164,7 +157,7 @@ async def get_devices(
     return await run_in_threadpool(run)
 
 
-@router.post("/devices/{serial}/revoke", response_model=schemas.Revoked)
+@router.post("/devices/{serial}/revoke", response_model=schemas.Revoked, name="device.revoke")
 async def revoke(
     serial: str,
     body: schemas.RevokeRequest,
@@ -182,7 +175,7 @@ async def revoke(
     return schemas.Revoked(serial=serial, certificates=await run_in_threadpool(run))
 
 
-@router.get("/audit", response_model=list[schemas.AuditEntry])
+@router.get("/audit", response_model=list[schemas.AuditEntry], name="audit.read")
 async def get_audit(
     cp: Plane,
     principal: AuditReader,
@@ -208,7 +201,7 @@ async def get_audit(
     return await run_in_threadpool(run)
 
 
-@router.get("/audit/verify", response_model=schemas.AuditHead)
+@router.get("/audit/verify", response_model=schemas.AuditHead, name="audit.verify")
 async def verify_audit(cp: Plane, principal: AuditReader) -> schemas.AuditHead:
     def run() -> tuple[int, str]:
         with cp.database.read() as conn:

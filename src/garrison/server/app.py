@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
 
 from garrison import __version__
@@ -11,7 +12,11 @@ from garrison.identity.enrollment import Clock, EnrollmentService, utc_now
 from garrison.identity.fleet import Fleet
 from garrison.server import admin, device_api, est, pki
 from garrison.server.context import ControlPlane
-from garrison.server.errors import garrison_error_handler, lookup_error_handler
+from garrison.server.errors import (
+    garrison_error_handler,
+    lookup_error_handler,
+    validation_error_handler,
+)
 from garrison.store.database import Database
 
 
@@ -31,6 +36,7 @@ def create_app(fleet: Fleet, database: Database, clock: Clock = utc_now) -> Fast
     app.state.control_plane = ControlPlane(fleet, database, enrollment, clock)
     app.add_exception_handler(GarrisonError, garrison_error_handler)
     app.add_exception_handler(LookupError, lookup_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
     for module in (est, pki, admin, device_api):
         app.include_router(module.router)
 

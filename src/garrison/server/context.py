@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import hashlib
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -20,7 +21,6 @@ from garrison.identity.fleet import Fleet
 from garrison.identity.principals import Principal, authenticate
 from garrison.server.errors import HttpError
 from garrison.server.tls import client_certificate
-from garrison.store.audit_log import append_audit
 from garrison.store.database import Database
 
 MAX_JSON_BYTES = 1024 * 1024
@@ -35,18 +35,6 @@ class ControlPlane:
 
     def now(self) -> dt.datetime:
         return self.clock()
-
-    def audit_refusal(self, actor: str, action: str, target: str, reason: str) -> None:
-        with self.database.write() as conn:
-            append_audit(
-                conn,
-                actor=actor,
-                action=action,
-                target=target,
-                outcome="refused",
-                now=self.now(),
-                details={"reason": reason[:300]},
-            )
 
 
 def plane(request: Request) -> ControlPlane:
@@ -89,11 +77,13 @@ def basic_credentials(request: Request) -> tuple[str, str]:
     user, sep, password = decoded.partition(":")
     if not sep or not user or not password:
         raise HttpError(401, "HTTP Basic credentials need both serial and token", headers=challenge)
+    request.state.actor = f"factory:{user[:64]}"
+    request.state.target = user[:64]
     return user, password
 
 
 async def current_principal(request: Request, cp: Plane) -> Principal:
-    """The principal whose bearer token authenticates this request (401 otherwise, audited)."""
+    """The principal whose bearer token authenticates this request (401 otherwise)."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     principal = None
@@ -105,35 +95,28 @@ async def current_principal(request: Request, cp: Plane) -> Principal:
 
         principal = await run_in_threadpool(lookup)
     if principal is None:
+        request.state.audit_action = "api.authenticate"
         reason = "missing bearer token" if not token else "invalid or disabled API token"
-        await run_in_threadpool(
-            cp.audit_refusal, "anonymous", "api.authenticate", request.url.path, reason
-        )
         raise HttpError(
             401,
             f"authentication required: {reason}",
             hint="send 'Authorization: Bearer <token>' with a principal's API token",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    request.state.actor = f"principal:{principal.name}"
     return principal
 
 
 def permitted(permission: Permission) -> Any:
-    """A dependency that yields the principal if its role holds ``permission`` (403, audited)."""
+    """A dependency that yields the principal if its role holds ``permission`` (403)."""
 
     async def check(
-        request: Request, cp: Plane, principal: Annotated[Principal, Depends(current_principal)]
+        request: Request, principal: Annotated[Principal, Depends(current_principal)]
     ) -> Principal:
         try:
             require(principal.role, permission)
-        except PolicyError as exc:
-            await run_in_threadpool(
-                cp.audit_refusal,
-                f"principal:{principal.name}",
-                "api.authorize",
-                request.url.path,
-                str(exc),
-            )
+        except PolicyError:
+            request.state.audit_action = "api.authorize"
             raise
         return principal
 
@@ -143,22 +126,24 @@ def permitted(permission: Permission) -> Any:
 async def current_device(request: Request, cp: Plane) -> DeviceIdentity:
     """The active device behind this request's verified client certificate (403 otherwise)."""
     der = client_certificate(request.scope)
+    if der is not None:
+        request.state.actor = f"tls-client:{hashlib.sha256(der).hexdigest()[:16]}"
 
     def lookup() -> DeviceIdentity:
         with cp.database.read() as conn:
             return authenticate_device(conn, der, cp.now())
 
     try:
-        return await run_in_threadpool(lookup)
-    except PolicyError as exc:
-        await run_in_threadpool(
-            cp.audit_refusal, "device:unknown", "device.authenticate", request.url.path, str(exc)
-        )
+        device = await run_in_threadpool(lookup)
+    except PolicyError:
+        request.state.audit_action = "device.authenticate"
         raise
+    request.state.actor = f"device:{device.serial}"
+    request.state.target = device.serial
+    return device
 
 
 CurrentDevice = Annotated[DeviceIdentity, Depends(current_device)]
-
 
 PrincipalsManager = Annotated[Principal, permitted(Permission.PRINCIPALS_MANAGE)]
 BatchManager = Annotated[Principal, permitted(Permission.BATCHES_MANAGE)]

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
 from garrison.identity.devices import check_in
+from garrison.identity.revocation import invalidate_crl
 from garrison.server import schemas
 from garrison.server.context import CurrentDevice, Plane
 from garrison.store.audit_log import append_audit
@@ -15,12 +16,13 @@ router = APIRouter(prefix="/device/v1", tags=["device"])
 POLL_SECONDS = 300
 
 
-@router.post("/checkin", response_model=schemas.CheckInResult)
+@router.post("/checkin", response_model=schemas.CheckInResult, name="device.checkin")
 async def checkin(body: schemas.CheckIn, device: CurrentDevice, cp: Plane) -> schemas.CheckInResult:
     def run() -> None:
         now = cp.now()
         with cp.database.write() as conn:
             if check_in(conn, device, now):
+                invalidate_crl(conn)
                 append_audit(
                     conn,
                     actor=f"device:{device.serial}",

@@ -10,9 +10,8 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from garrison.pki.csr import MAX_CSR_BYTES
-from garrison.server.context import Plane, basic_credentials, read_body
+from garrison.server.context import CurrentDevice, Plane, basic_credentials, read_body
 from garrison.server.errors import HttpError
-from garrison.server.tls import client_certificate
 
 router = APIRouter(prefix="/.well-known/est", tags=["EST (RFC 7030)"])
 
@@ -63,17 +62,25 @@ def _require_pkcs10(request: Request) -> None:
         )
 
 
-@router.get("/cacerts", summary="CA certificates (PKCS#7 certs-only, base64)")
+@router.get("/cacerts", summary="CA certificates (PKCS#7 certs-only, base64)", name="est.cacerts")
 async def cacerts(cp: Plane) -> Response:
     return _base64_response(cp.enrollment.cacerts(), "application/pkcs7-mime")
 
 
-@router.get("/csrattrs", summary="CSR attributes the server wants (base64 DER CsrAttrs)")
+@router.get(
+    "/csrattrs",
+    summary="CSR attributes the server wants (base64 DER CsrAttrs)",
+    name="est.csrattrs",
+)
 async def csrattrs() -> Response:
     return _base64_response(CSR_ATTRS_DER, "application/csrattrs")
 
 
-@router.post("/simpleenroll", summary="Factory enrollment: HTTP Basic serial/token + PKCS#10")
+@router.post(
+    "/simpleenroll",
+    summary="Factory enrollment: HTTP Basic serial/token + PKCS#10",
+    name="est.enroll",
+)
 async def simpleenroll(request: Request, cp: Plane) -> Response:
     serial, token = basic_credentials(request)
     _require_pkcs10(request)
@@ -83,12 +90,14 @@ async def simpleenroll(request: Request, cp: Plane) -> Response:
     return _base64_response(der, PKCS7_CERTS_ONLY)
 
 
-@router.post("/simplereenroll", summary="Re-enrollment authenticated by the current certificate")
-async def simplereenroll(request: Request, cp: Plane) -> Response:
+@router.post(
+    "/simplereenroll",
+    summary="Re-enrollment authenticated by the current certificate",
+    name="est.reenroll",
+)
+async def simplereenroll(request: Request, cp: Plane, device: CurrentDevice) -> Response:
     _require_pkcs10(request)
     body = await read_body(request, MAX_CSR_BYTES)
-    issued = await run_in_threadpool(
-        cp.enrollment.reenroll, client_certificate(request.scope), body
-    )
+    issued = await run_in_threadpool(cp.enrollment.reenroll, device, body)
     der = pkcs7.serialize_certificates([issued.certificate], serialization.Encoding.DER)
     return _base64_response(der, PKCS7_CERTS_ONLY)

@@ -49,13 +49,13 @@ def _answer(cp: ControlPlane, request_der: bytes) -> bytes:
         )
 
 
-@router.post("/ocsp", summary="OCSP responder (RFC 6960, POST)")
+@router.post("/ocsp", summary="OCSP responder (RFC 6960, POST)", name="ocsp.request")
 async def ocsp_post(request: Request, cp: Plane) -> Response:
     body = await read_body(request, MAX_OCSP_REQUEST_BYTES)
     return Response(await run_in_threadpool(_answer, cp, body), media_type=OCSP_RESPONSE)
 
 
-@router.get("/ocsp/{encoded:path}", summary="OCSP responder (RFC 6960, GET)")
+@router.get("/ocsp/{encoded:path}", summary="OCSP responder (RFC 6960, GET)", name="ocsp.request")
 async def ocsp_get(encoded: str, cp: Plane) -> Response:
     try:
         der = base64.b64decode(urllib.parse.unquote(encoded), validate=True)

@@ -7,10 +7,21 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from garrison.access.audit import AuditRecord, canonical, chain_hash
 from garrison.store.tables import audit_head, audit_log
+
+_ADVANCE_HEAD = (
+    update(audit_head)
+    .where(audit_head.c.id == 1)
+    .values(seq=audit_head.c.seq + 1)
+    .returning(audit_head.c.seq, audit_head.c.entry_hash)
+)
+_SET_HEAD_HASH = (
+    update(audit_head).where(audit_head.c.id == 1).values(entry_hash=bindparam("entry_hash"))
+)
+_INSERT = audit_log.insert()
 
 
 def append_audit(
@@ -28,31 +39,27 @@ def append_audit(
     The head row is updated first, which takes its row lock (PostgreSQL) or the write lock
     (SQLite): concurrent writers, even in other processes, append strictly one after another.
     """
-    row = conn.execute(
-        update(audit_head)
-        .where(audit_head.c.id == 1)
-        .values(seq=audit_head.c.seq + 1)
-        .returning(audit_head.c.seq, audit_head.c.entry_hash)
-    ).one()
+    row = conn.execute(_ADVANCE_HEAD).one()
     seq, prev = int(row.seq), str(row.entry_hash)
     target = target[:256]
     at = now.astimezone(dt.UTC).isoformat(timespec="microseconds")
     body_details = details or {}
     entry_hash = chain_hash(prev, canonical(seq, at, actor, action, target, outcome, body_details))
     conn.execute(
-        audit_log.insert().values(
-            seq=seq,
-            at=at,
-            actor=actor,
-            action=action,
-            target=target,
-            outcome=outcome,
-            details=json.dumps(body_details, sort_keys=True),
-            prev_hash=prev,
-            entry_hash=entry_hash,
-        )
+        _INSERT,
+        {
+            "seq": seq,
+            "at": at,
+            "actor": actor,
+            "action": action,
+            "target": target,
+            "outcome": outcome,
+            "details": json.dumps(body_details, sort_keys=True),
+            "prev_hash": prev,
+            "entry_hash": entry_hash,
+        },
     )
-    conn.execute(update(audit_head).where(audit_head.c.id == 1).values(entry_hash=entry_hash))
+    conn.execute(_SET_HEAD_HASH, {"entry_hash": entry_hash})
     return seq
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 from sqlalchemy import Connection, Engine
 
@@ -22,6 +23,10 @@ class Database:
             else self._writer
         )
 
+        self._write_lock: AbstractContextManager[object] = (
+            threading.Lock() if self._writer.dialect.name == "sqlite" else nullcontext()
+        )
+
     @property
     def dialect(self) -> str:
         return self._writer.dialect.name
@@ -31,8 +36,12 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        """A transaction that commits on success and rolls back on any exception."""
-        with self._writer.begin() as conn:
+        """A transaction that commits on success and rolls back on any exception.
+
+        SQLite has one writer at a time; threads of this process queue on a lock instead of
+        colliding on ``BEGIN IMMEDIATE`` and sleeping through SQLite's busy back-off.
+        """
+        with self._write_lock, self._writer.begin() as conn:
             yield conn
 
     @contextmanager

@@ -53,7 +53,9 @@ def open_engine(url: str, *, for_writes: bool = True) -> Engine:
 
         return engine
     if url.startswith("postgresql"):
-        return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+        # No pool_pre_ping: it costs a round trip per transaction. After a database restart,
+        # each stale pooled connection fails one request and is replaced.
+        return create_engine(url, pool_size=10, max_overflow=10, pool_recycle=3600)
     raise ConfigError(
         f"unsupported database URL {url.split(':', 1)[0]!r}",
         hint="use sqlite:///PATH or postgresql://USER@HOST:PORT/DB",
