@@ -1,0 +1,5 @@
+"""``python -m garrison.cli``."""
+
+from garrison.cli.main import main
+
+main()
