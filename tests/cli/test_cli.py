@@ -55,6 +55,10 @@ def test_init_then_audit_verify_detects_tampering(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "entry 1 was modified" in bad.output
     with sqlite3.connect(data / "garrison.db") as conn:
         conn.execute("DELETE FROM audit_log")
+    cut = runner.invoke(app, ["audit", "verify", "--data-dir", str(data)])
+    assert cut.exit_code == 2 and "removed from the end" in cut.output
+    with sqlite3.connect(data / "garrison.db") as conn:  # a thorough attacker rewinds the head
+        conn.execute("UPDATE audit_head SET seq = 0, entry_hash = ?", ("0" * 64,))
     truncated = runner.invoke(
         app, ["audit", "verify", "--data-dir", str(data), "--expect-head", head]
     )

@@ -21,11 +21,11 @@ from sqlalchemy import delete, func, select, update
 from garrison.access.audit import verify_chain
 from garrison.access.roles import PERMISSIONS, Permission, Role
 from garrison.errors import AuditChainBroken
+from garrison.server.app import MAX_BODY_BYTES
 from garrison.store import tables
 from garrison.store.audit_log import read_audit
 from tests.conftest import Officer, RunningFleet, create_batch
 from tests.server.test_hostile_est import (
-    UNAUDITED,
     SharedFleet,
     assert_refused,
     audit_after,
@@ -295,7 +295,6 @@ def revocation(serial: Callable[[SharedFleet], str], body: dict[str, Any] | None
             "Input should be 'admin', 'security-officer'",
             "principal.create",
             id="principal-unknown-role",
-            marks=UNAUDITED,
         ),
         pytest.param(
             ADMIN,
@@ -304,7 +303,6 @@ def revocation(serial: Callable[[SharedFleet], str], body: dict[str, Any] | None
             "Extra inputs are not permitted",
             "principal.create",
             id="principal-extra-field",
-            marks=UNAUDITED,
         ),
         pytest.param(
             ADMIN,
@@ -313,7 +311,6 @@ def revocation(serial: Callable[[SharedFleet], str], body: dict[str, Any] | None
             "a principal named 'sofia' already exists",
             "principal.create",
             id="principal-duplicate-name",
-            marks=UNAUDITED,
         ),
         pytest.param(
             ADMIN,
@@ -322,7 +319,6 @@ def revocation(serial: Callable[[SharedFleet], str], body: dict[str, Any] | None
             "principal name 'Eve/../root' is not valid",
             "principal.create",
             id="principal-invalid-name",
-            marks=UNAUDITED,
         ),
         pytest.param(
             OFFICER,
@@ -331,7 +327,6 @@ def revocation(serial: Callable[[SharedFleet], str], body: dict[str, Any] | None
             "Extra inputs are not permitted",
             "batch.create",
             id="batch-extra-field",
-            marks=UNAUDITED,
         ),
         pytest.param(
             OFFICER,
@@ -340,7 +335,6 @@ def revocation(serial: Callable[[SharedFleet], str], body: dict[str, Any] | None
             "a batch needs an allow-list of serials, a quota, or both",
             "batch.create",
             id="batch-neither-serials-nor-quota",
-            marks=UNAUDITED,
         ),
         pytest.param(
             OFFICER,
@@ -349,7 +343,6 @@ def revocation(serial: Callable[[SharedFleet], str], body: dict[str, Any] | None
             "the serial allow-list contains duplicates",
             "batch.create",
             id="batch-duplicate-serials",
-            marks=UNAUDITED,
         ),
         pytest.param(
             OFFICER,
@@ -358,7 +351,6 @@ def revocation(serial: Callable[[SharedFleet], str], body: dict[str, Any] | None
             "device serial '../etc' is not valid",
             "batch.create",
             id="batch-invalid-serial",
-            marks=UNAUDITED,
         ),
         pytest.param(
             OFFICER,
@@ -367,7 +359,6 @@ def revocation(serial: Callable[[SharedFleet], str], body: dict[str, Any] | None
             "some of these serials are already authorized in another batch",
             "batch.create",
             id="batch-serial-authorized-elsewhere",
-            marks=UNAUDITED,
         ),
         pytest.param(
             OFFICER,
@@ -376,7 +367,6 @@ def revocation(serial: Callable[[SharedFleet], str], body: dict[str, Any] | None
             "'nobody' is not a principal with the manufacturer role",
             "batch.create",
             id="batch-unknown-manufacturer",
-            marks=UNAUDITED,
         ),
         pytest.param(
             OFFICER,
@@ -385,7 +375,6 @@ def revocation(serial: Callable[[SharedFleet], str], body: dict[str, Any] | None
             "'sofia' is not a principal with the manufacturer role",
             "batch.create",
             id="batch-manufacturer-without-the-role",
-            marks=UNAUDITED,
         ),
         pytest.param(
             OFFICER,
@@ -394,7 +383,6 @@ def revocation(serial: Callable[[SharedFleet], str], body: dict[str, Any] | None
             "Input should be greater than or equal to 1",
             "batch.create",
             id="batch-zero-quota",
-            marks=UNAUDITED,
         ),
         pytest.param(
             OFFICER,
@@ -403,7 +391,6 @@ def revocation(serial: Callable[[SharedFleet], str], body: dict[str, Any] | None
             "Input should be less than or equal to 366",
             "batch.create",
             id="batch-valid-too-long",
-            marks=UNAUDITED,
         ),
         pytest.param(
             OFFICER,
@@ -412,12 +399,6 @@ def revocation(serial: Callable[[SharedFleet], str], body: dict[str, Any] | None
             "no device with serial 'NO-SUCH-DEVICE'",
             "device.revoke",
             id="revoke-unknown-device",
-            marks=pytest.mark.xfail(
-                raises=AssertionError,
-                strict=True,
-                reason="GARRISON BUG: server/errors.py lookup_error_handler strips the closing "
-                'quote (detail: "no device with serial \'NO-SUCH-DEVICE"); and not audited',
-            ),
         ),
         pytest.param(
             OFFICER,
@@ -426,7 +407,6 @@ def revocation(serial: Callable[[SharedFleet], str], body: dict[str, Any] | None
             "is already revoked",
             "device.revoke",
             id="revoke-twice",
-            marks=UNAUDITED,
         ),
         pytest.param(
             OFFICER,
@@ -435,7 +415,6 @@ def revocation(serial: Callable[[SharedFleet], str], body: dict[str, Any] | None
             "unknown revocation reason 'because'",
             "device.revoke",
             id="revoke-unknown-reason",
-            marks=UNAUDITED,
         ),
         pytest.param(
             OFFICER,
@@ -444,7 +423,6 @@ def revocation(serial: Callable[[SharedFleet], str], body: dict[str, Any] | None
             "Extra inputs are not permitted",
             "device.revoke",
             id="revoke-extra-field",
-            marks=UNAUDITED,
         ),
     ],
 )
@@ -460,6 +438,62 @@ def test_invalid_admin_request_is_refused(
     path, body = prepare(shared)
     with shared.served.api(role_tokens[role]) as api:
         assert_refused(shared.served, lambda: api.post(path, json=body), status, fragment, action)
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "status", "fragment"),
+    [
+        pytest.param(b'{"name": "eve", ', "application/json", 422, "JSON decode error", id="cut"),
+        pytest.param(
+            b'["eve", "operator"]', "application/json", 422, "valid dictionary", id="list"
+        ),
+        pytest.param(
+            b'{"name": "eve", "role": "operator"}',
+            "text/plain",
+            422,
+            "valid dictionary",
+            id="not-declared-json",
+        ),
+        pytest.param(
+            json.dumps({"name": "eve", "role": "operator", "pad": "x" * MAX_BODY_BYTES}).encode(),
+            "application/json",
+            413,
+            "",
+            id="oversized",
+        ),
+    ],
+)
+def test_malformed_body_is_refused(
+    shared: SharedFleet, content: bytes, content_type: str, status: int, fragment: str
+) -> None:
+    with shared.served.api() as api:
+        assert_refused(
+            shared.served,
+            lambda: api.post(
+                "/principals", content=content, headers={"Content-Type": content_type}
+            ),
+            status,
+            fragment,
+            "principal.create",
+        )
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "fragment", "action"),
+    [
+        ("/devices", {"limit": 0}, "greater than or equal to 1", "device.list"),
+        ("/devices", {"limit": 10_001}, "less than or equal to 10000", "device.list"),
+        ("/devices", {"offset": -1}, "greater than or equal to 0", "device.list"),
+        ("/devices", {"limit": "all"}, "valid integer", "device.list"),
+        ("/audit", {"limit": 1001}, "less than or equal to 1000", "audit.read"),
+        ("/audit", {"after": -5}, "greater than or equal to 0", "audit.read"),
+    ],
+)
+def test_invalid_query_is_refused(
+    shared: SharedFleet, path: str, params: dict[str, Any], fragment: str, action: str
+) -> None:
+    with shared.served.api(shared.officer.token) as api:
+        assert_refused(shared.served, lambda: api.get(path, params=params), 422, fragment, action)
 
 
 # -- the audit chain ---------------------------------------------------------------------------
@@ -527,11 +561,6 @@ def test_deleted_audit_entry_is_detected(busy_log: RunningFleet) -> None:
     assert str(broken.value) == "audit entry 3 is missing (next entry found is 4)"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GARRISON BUG: server/errors.py status_of maps AuditChainBroken (a server-side "
-    "integrity failure) to 400 Bad Request, as if the caller had erred",
-)
 def test_verify_endpoint_reports_a_broken_chain_as_a_server_fault(
     busy_log: RunningFleet, officer: Officer
 ) -> None:

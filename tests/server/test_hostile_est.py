@@ -4,9 +4,6 @@ device API and the OCSP responder.
 The bar for every case: a precise 4xx and message, a ``refused`` audit entry, and no state
 change (above all: nothing issued). :func:`assert_refused` checks all of it in one place.
 
-Where the server answers correctly but writes no audit entry, the case is marked
-:data:`UNAUDITED`: an ``xfail(raises=NotAudited, strict=True)`` that fails for exactly that
-reason and no other, so a wrong status or a state change still turns the suite red.
 A refusal that never reaches the application (a TLS handshake with a foreign certificate)
 cannot be audited there; that case checks that nothing at all changed.
 
@@ -21,6 +18,7 @@ import base64
 import dataclasses
 import datetime as dt
 import itertools
+import json
 import os
 import secrets
 import ssl
@@ -64,13 +62,6 @@ OCSP_LIMIT = 8 * 1024  # garrison.pki.revocation.MAX_OCSP_REQUEST_BYTES
 class NotAudited(AssertionError):
     """A refusal that was answered correctly but left no ``refused`` audit entry."""
 
-
-UNAUDITED = pytest.mark.xfail(
-    raises=NotAudited,
-    strict=True,
-    reason="GARRISON BUG: refused without an audit entry (errors raised outside the "
-    "audited services are never audited)",
-)
 
 STATE_TABLES = [
     t for t in tables.metadata.sorted_tables if t not in (tables.audit_log, tables.audit_head)
@@ -121,8 +112,9 @@ def assert_refused(
     certificates = row_count(served, tables.certificates)
     response = send()
     where = f"{response.request.method} {response.request.url.path}"
-    assert response.status_code == status, f"{where}: {response.status_code} {response.text}"
-    assert fragment in response.text, f"{where}: {fragment!r} not in {response.text!r}"
+    text = response.text
+    assert response.status_code == status, f"{where}: {response.status_code} {text[:500]}"
+    assert fragment in text, f"{where}: {fragment!r} not in {text[:500]!r}"
     assert row_count(served, tables.certificates) == certificates, f"{where} issued a certificate"
     assert state_of(served) == state, f"{where} changed state although it was refused"
     new = audit_after(served, seq)
@@ -370,49 +362,42 @@ HOSTILE_ENROLLMENTS = [
         401,
         "enrollment needs HTTP Basic credentials: serial and token",
         id="no-authorization",
-        marks=UNAUDITED,
     ),
     pytest.param(
         lambda s, t, o: honest(s, t, authorization="Basic %%not-base64%%"),
         401,
         "malformed HTTP Basic credentials",
         id="basic-not-base64",
-        marks=UNAUDITED,
     ),
     pytest.param(
         lambda s, t, o: honest(s, t, authorization=raw_basic(b"\xff:\xfe")),
         401,
         "malformed HTTP Basic credentials",
         id="basic-not-utf8",
-        marks=UNAUDITED,
     ),
     pytest.param(
         lambda s, t, o: honest(s, t, authorization=raw_basic(t.encode())),
         401,
         "HTTP Basic credentials need both serial and token",
         id="basic-without-colon",
-        marks=UNAUDITED,
     ),
     pytest.param(
         lambda s, t, o: honest(s, t, authorization=basic("", t)),
         401,
         "HTTP Basic credentials need both serial and token",
         id="empty-serial",
-        marks=UNAUDITED,
     ),
     pytest.param(
         lambda s, t, o: honest(s, t, content_type="application/json"),
         415,
         "content type must be application/pkcs10, not 'application/json'",
         id="content-type-json",
-        marks=UNAUDITED,
     ),
     pytest.param(
         lambda s, t, o: honest(s, t, content_type=None),
         415,
         "content type must be application/pkcs10, not 'none'",
         id="content-type-missing",
-        marks=UNAUDITED,
     ),
     pytest.param(
         lambda s, t, o: honest(s, t, content=b"this is *not* base64!"),
@@ -437,14 +422,12 @@ HOSTILE_ENROLLMENTS = [
         413,
         f"request body too large ({64 * 1024} bytes, limit {CSR_LIMIT})",
         id="oversized",
-        marks=UNAUDITED,
     ),
     pytest.param(
         lambda s, t, o: honest(s, t, content=streamed(64 * 1024)),
         413,
         f"request body too large (more than {CSR_LIMIT} bytes)",
         id="oversized-chunked-stream",
-        marks=UNAUDITED,
     ),
     pytest.param(
         lambda s, t, o: honest(s, t, content=est_body(tampered_signature(make_csr(s)[1]))),
@@ -632,19 +615,19 @@ def test_enrollment_in_expired_batch_is_refused(shared: SharedFleet, est: httpx.
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GARRISON BUG: identity/enrollment.py _issue_first writes the serial into the "
-    "quota token's authorization without checking that another batch allow-lists it: "
-    "authorizations.serial UNIQUE raises IntegrityError -> 500, not audited",
-)
 def test_quota_token_cannot_claim_a_serial_allow_listed_elsewhere(
     shared: SharedFleet, est: httpx.Client
 ) -> None:
     reserved = shared.batch(size=1).serials[0]  # allow-listed, not yet enrolled
     (quota_token,) = shared.batch(serials=[], quota=1).tokens
     attempt = honest(reserved, quota_token)
-    assert_refused(shared.served, lambda: attempt.send(est), 403, reserved, "est.enroll")
+    assert_refused(
+        shared.served,
+        lambda: attempt.send(est),
+        403,
+        f"serial {reserved!r} is authorized by another token",
+        "est.enroll",
+    )
 
 
 def test_concurrent_replays_of_one_token_issue_exactly_one_certificate(
@@ -697,8 +680,8 @@ def test_reenroll_without_client_certificate_is_refused(
         served,
         lambda: attempt.send(est, REENROLL),
         403,
-        "re-enrollment needs the device's current certificate (mTLS)",
-        "est.reenroll",
+        "a client certificate is required (mutual TLS)",
+        "device.authenticate",
     )
 
 
@@ -711,7 +694,7 @@ def test_reenroll_of_revoked_device_is_refused(shared: SharedFleet, device: Devi
             lambda: attempt.send(client, REENROLL),
             403,
             f"device {device.serial!r} is revoked",
-            "est.reenroll",
+            "device.authenticate",
         )
 
 
@@ -741,14 +724,12 @@ def test_reenroll_of_revoked_device_is_refused(shared: SharedFleet, device: Devi
             415,
             "content type must be application/pkcs10, not 'text/plain'",
             id="wrong-content-type",
-            marks=UNAUDITED,
         ),
         pytest.param(
             lambda s: honest(s, content=b"A" * 64 * 1024),
             413,
             "request body too large",
             id="oversized",
-            marks=UNAUDITED,
         ),
     ],
 )
@@ -859,7 +840,6 @@ def test_checkin_of_revoked_device_is_refused(shared: SharedFleet, device: Devic
         )
 
 
-@UNAUDITED
 def test_checkin_with_malformed_body_is_refused(served: RunningFleet, device: DeviceFiles) -> None:
     with served.client(device.cert, device.key) as client:
         assert_refused(
@@ -869,6 +849,24 @@ def test_checkin_with_malformed_body_is_refused(served: RunningFleet, device: De
             "Extra inputs are not permitted",
             "device.checkin",
         )
+
+
+def test_checkin_with_oversized_body_is_refused(served: RunningFleet, device: DeviceFiles) -> None:
+    body = json.dumps({"agent_version": "1", "pad": "x" * (2 << 20)})
+    with served.client(device.cert, device.key) as client:
+        assert_refused(
+            served,
+            lambda: client.post(
+                CHECKIN, content=body, headers={"Content-Type": "application/json"}
+            ),
+            413,
+            "",
+            "device.checkin",
+        )
+
+
+def test_wrong_method_on_enroll_is_refused(served: RunningFleet, est: httpx.Client) -> None:
+    assert_refused(served, lambda: est.get(ENROLL), 405, "Method Not Allowed", "est.enroll")
 
 
 # -- OCSP ------------------------------------------------------------------------------------
@@ -904,7 +902,6 @@ def test_malformed_ocsp_request_gets_malformed_request_status(
     assert state_of(served) == state
 
 
-@UNAUDITED
 def test_oversized_ocsp_request_is_refused(served: RunningFleet, est: httpx.Client) -> None:
     assert_refused(
         served,

@@ -198,9 +198,8 @@ def audit_verify(
     ] = None,
 ) -> None:
     """Verify the audit log's hash chain directly in the database (not via the server)."""
-    from garrison.access.audit import verify_chain
     from garrison.settings import read_settings
-    from garrison.store.audit_log import read_audit
+    from garrison.store.audit_log import read_audit, verify_stored_chain
     from garrison.store.database import Database
     from garrison.store.engine import sqlite_url
 
@@ -209,7 +208,7 @@ def audit_verify(
         url = database or read_settings(root).database_url or sqlite_url(root)
         db = Database(url)
         with db.read() as conn:
-            seq, head = verify_chain(read_audit(conn))
+            seq, head = verify_stored_chain(conn)
         if expect_head is not None:
             want_seq, _, want_hash = expect_head.partition(":")
             if not want_seq.isdigit() or seq < int(want_seq):

@@ -6,7 +6,6 @@ from fastapi import APIRouter, Query, Request
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from garrison.access.audit import verify_chain
 from garrison.access.roles import PERMISSIONS, Permission, Role
 from garrison.errors import PolicyError
 from garrison.identity.batches import BatchRequest, create_batch, list_batches
@@ -23,7 +22,7 @@ from garrison.server.context import (
     Plane,
     PrincipalsManager,
 )
-from garrison.store.audit_log import append_audit, read_audit
+from garrison.store.audit_log import append_audit, read_audit, verify_stored_chain
 from garrison.store.tables import principals as principals_table
 
 router = APIRouter(prefix="/api/v1", tags=["admin"])
@@ -205,7 +204,7 @@ async def get_audit(
 async def verify_audit(cp: Plane, principal: AuditReader) -> schemas.AuditHead:
     def run() -> tuple[int, str]:
         with cp.database.read() as conn:
-            return verify_chain(read_audit(conn))
+            return verify_stored_chain(conn)
 
     seq, head = await run_in_threadpool(run)
     return schemas.AuditHead(seq=seq, entry_hash=head)

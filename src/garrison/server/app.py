@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from garrison import __version__
 from garrison.errors import GarrisonError
@@ -13,11 +14,18 @@ from garrison.identity.fleet import Fleet
 from garrison.server import admin, device_api, est, pki
 from garrison.server.context import ControlPlane
 from garrison.server.errors import (
+    BodyLimit,
     garrison_error_handler,
+    http_error_handler,
     lookup_error_handler,
     validation_error_handler,
 )
 from garrison.store.database import Database
+
+# The largest body any endpoint takes: a batch allow-list of 100,000 serials is ~1.3 MB.
+# EST and OCSP enforce their own, much smaller limits.
+MAX_BODY_BYTES = 4 * 1024 * 1024
+MAX_DEVICE_BODY_BYTES = 64 * 1024
 
 
 def create_app(fleet: Fleet, database: Database, clock: Clock = utc_now) -> FastAPI:
@@ -37,6 +45,13 @@ def create_app(fleet: Fleet, database: Database, clock: Clock = utc_now) -> Fast
     app.add_exception_handler(GarrisonError, garrison_error_handler)
     app.add_exception_handler(LookupError, lookup_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)
+    app.add_middleware(
+        BodyLimit,
+        router=app.router,
+        limit=MAX_BODY_BYTES,
+        limits={"/device/": MAX_DEVICE_BODY_BYTES},
+    )
     for module in (est, pki, admin, device_api):
         app.include_router(module.router)
 

@@ -23,8 +23,6 @@ from garrison.server.errors import HttpError
 from garrison.server.tls import client_certificate
 from garrison.store.database import Database
 
-MAX_JSON_BYTES = 1024 * 1024
-
 
 @dataclass
 class ControlPlane:

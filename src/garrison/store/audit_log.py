@@ -9,7 +9,8 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, select, update
 
-from garrison.access.audit import AuditRecord, canonical, chain_hash
+from garrison.access.audit import AuditRecord, canonical, chain_hash, verify_chain
+from garrison.errors import AuditChainBroken
 from garrison.store.tables import audit_head, audit_log
 
 _ADVANCE_HEAD = (
@@ -61,6 +62,19 @@ def append_audit(
     )
     conn.execute(_SET_HEAD_HASH, {"entry_hash": entry_hash})
     return seq
+
+
+def verify_stored_chain(conn: Connection) -> tuple[int, str]:
+    """Verify every link, and that the chain ends where the head row says it does (which
+    catches entries deleted from the end by someone who did not also rewrite the head)."""
+    seq, last = verify_chain(read_audit(conn))
+    head = conn.execute(select(audit_head.c.seq, audit_head.c.entry_hash)).one()
+    if (int(head.seq), str(head.entry_hash)) != (seq, last):
+        raise AuditChainBroken(
+            f"the audit log ends at entry {seq}, but its head records entry {head.seq}: "
+            "entries were removed from the end"
+        )
+    return seq, last
 
 
 def read_audit(
