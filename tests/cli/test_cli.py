@@ -13,6 +13,7 @@ from typer.main import get_command
 from typer.testing import CliRunner
 
 from garrison.cli.main import app
+from tests.conftest import RunningFleet
 
 runner = CliRunner()
 
@@ -85,3 +86,54 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert out.count("refused —") == 4  # three factory abuses and the revoked device
     assert "unexpectedly accepted" not in out and "still accepted" not in out
     assert "hash chain intact" in out
+
+
+def test_admin_commands_against_a_running_server(
+    served: RunningFleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # keep Rich tables on one line per row
+    data = ["--data-dir", str(served.fleet.paths.root), "--server", served.url]
+    added = runner.invoke(app, ["principal", "add", "sofia", "--role", "security-officer", *data])
+    assert added.exit_code == 0, added.output
+    officer = added.output.strip().splitlines()[-1]
+    assert officer.startswith("gat_")
+    assert (
+        runner.invoke(app, ["principal", "add", "acme", "--role", "manufacturer", *data]).exit_code
+        == 0
+    )
+    denied = runner.invoke(app, ["device", "revoke", "X", *data])  # admin token: wrong role
+    assert denied.exit_code == 2 and "may not devices.revoke" in denied.output
+
+    as_officer = [*data, "--token", officer]
+    serials = tmp_path / "serials.txt"
+    serials.write_text("CLI-1\nCLI-2\n")
+    tokens = tmp_path / "tokens.csv"
+    created = runner.invoke(app, ["batch", "create", "--name", "PO-1", "--manufacturer", "acme",
+                                  "--model", "gw", "--serials-file", str(serials),
+                                  "--tokens-out", str(tokens), *as_officer])  # fmt: skip
+    assert created.exit_code == 0, created.output
+    assert tokens.stat().st_mode & 0o777 == 0o600
+    rows = tokens.read_text().splitlines()
+    assert rows[0] == "serial,token" and rows[1].startswith("CLI-1,gst_")
+    listed = runner.invoke(app, ["batch", "list", *as_officer])
+    assert "PO-1" in listed.output and "acme" in listed.output
+    serial, token = rows[1].split(",")
+    agent_state = tmp_path / "agent"
+    enroll = ["agent", "enroll", "--state", str(agent_state), "--server", served.url]
+    enroll += ["--serial", serial, "--token", token, "--fleet-root", str(served.root_ca)]
+    enrolled = runner.invoke(app, enroll)
+    assert enrolled.exit_code == 0, enrolled.output
+    once = runner.invoke(app, ["agent", "run", "--state", str(agent_state), "--once"])
+    assert once.exit_code == 0 and f"checked in as {serial}" in once.output
+    status = runner.invoke(app, ["agent", "status", "--state", str(agent_state)])
+    assert "generation 1" in status.output
+    devices = runner.invoke(app, ["device", "list", *as_officer])
+    assert serial in devices.output and "active" in devices.output
+    revoked = runner.invoke(
+        app, ["device", "revoke", serial, "--reason", "key-compromise", *as_officer]
+    )
+    assert revoked.exit_code == 0 and "revoked (1 certificate(s))" in revoked.output
+    refused = runner.invoke(app, ["agent", "run", "--state", str(agent_state), "--once"])
+    assert refused.exit_code == 2 and "is revoked" in refused.output
+    audit = runner.invoke(app, ["audit", "list", "--limit", "100", *as_officer])
+    assert "device.revoke" in audit.output and "batch.create" in audit.output

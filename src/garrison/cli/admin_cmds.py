@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -28,6 +28,16 @@ device_app = typer.Typer(help="Enrolled devices.", no_args_is_help=True)
 audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
 
 
+def _call(
+    data_dir: Path | None, server: str | None, token: str | None, *args: Any, **kwargs: Any
+) -> Any:
+    """One admin API call; any failure becomes the CLI's error message and exit code 2."""
+    try:
+        return ApiClient(data_dir, server, token).call(*args, **kwargs)
+    except GarrisonError as exc:
+        raise fail(exc) from exc
+
+
 @principal_app.command("add")
 def principal_add(
     name: str,
@@ -42,12 +52,7 @@ def principal_add(
     token: Token = None,
 ) -> None:
     """Create a principal and print its API token (shown once)."""
-    try:
-        body = ApiClient(data_dir, server, token).call(
-            "POST", "/principals", json={"name": name, "role": role}
-        )
-    except GarrisonError as exc:
-        raise fail(exc) from exc
+    body = _call(data_dir, server, token, "POST", "/principals", json={"name": name, "role": role})
     console.print(
         f"principal [bold]{body['name']}[/] ({body['role']}) created; API token (shown once):"
     )
@@ -57,10 +62,7 @@ def principal_add(
 @principal_app.command("list")
 def principal_list(data_dir: DataDir = None, server: ServerUrl = None, token: Token = None) -> None:
     """List principals and their roles."""
-    try:
-        rows = ApiClient(data_dir, server, token).call("GET", "/principals")
-    except GarrisonError as exc:
-        raise fail(exc) from exc
+    rows = _call(data_dir, server, token, "GET", "/principals")
     table = Table("name", "role")
     for row in rows:
         table.add_row(row["name"], row["role"])
@@ -98,10 +100,7 @@ def batch_create(
         "quota": quota,
         "valid_days": valid_days,
     }
-    try:
-        body = ApiClient(data_dir, server, token).call("POST", "/batches", json=payload)
-    except GarrisonError as exc:
-        raise fail(exc) from exc
+    body = _call(data_dir, server, token, "POST", "/batches", json=payload)
     lines = [["serial", "token"], *[[t["serial"] or "", t["token"]] for t in body["tokens"]]]
     out = _csv(lines)
     write_private_file(tokens_out, out.encode())
@@ -122,10 +121,7 @@ def _csv(rows: list[list[str]]) -> str:
 @batch_app.command("list")
 def batch_list(data_dir: DataDir = None, server: ServerUrl = None, token: Token = None) -> None:
     """List batches with their enrollment progress."""
-    try:
-        rows = ApiClient(data_dir, server, token).call("GET", "/batches")
-    except GarrisonError as exc:
-        raise fail(exc) from exc
+    rows = _call(data_dir, server, token, "GET", "/batches")
     table = Table("id", "name", "manufacturer", "model", "issued", "quota", "authorized", "expires")
     for r in rows:
         table.add_row(
@@ -144,10 +140,7 @@ def batch_list(data_dir: DataDir = None, server: ServerUrl = None, token: Token 
 @device_app.command("list")
 def device_list(data_dir: DataDir = None, server: ServerUrl = None, token: Token = None) -> None:
     """List enrolled devices."""
-    try:
-        rows = ApiClient(data_dir, server, token).call("GET", "/devices")
-    except GarrisonError as exc:
-        raise fail(exc) from exc
+    rows = _call(data_dir, server, token, "GET", "/devices")
     table = Table("serial", "model", "status", "certificate", "expires", "last seen")
     for r in rows:
         table.add_row(
@@ -176,12 +169,9 @@ def device_revoke(
     token: Token = None,
 ) -> None:
     """Revoke a device: it is refused on its next request; CRL and OCSP say so."""
-    try:
-        body = ApiClient(data_dir, server, token).call(
-            "POST", f"/devices/{serial}/revoke", json={"reason": reason}
-        )
-    except GarrisonError as exc:
-        raise fail(exc) from exc
+    body = _call(
+        data_dir, server, token, "POST", f"/devices/{serial}/revoke", json={"reason": reason}
+    )
     console.print(
         f"device {serial} revoked ({len(body['certificates'])} certificate(s)); CRL re-published"
     )
@@ -233,12 +223,7 @@ def audit_list(
     token: Token = None,
 ) -> None:
     """Show audit entries."""
-    try:
-        rows = ApiClient(data_dir, server, token).call(
-            "GET", "/audit", params={"after": after, "limit": limit}
-        )
-    except GarrisonError as exc:
-        raise fail(exc) from exc
+    rows = _call(data_dir, server, token, "GET", "/audit", params={"after": after, "limit": limit})
     table = Table("seq", "at", "actor", "action", "target", "outcome")
     for r in rows:
         table.add_row(

@@ -44,6 +44,21 @@ def signature_hash(key: SigningKey) -> hashes.SHA256 | hashes.SHA384 | None:
     return hashes.SHA256()
 
 
+def key_usage(*, ca: bool) -> x509.KeyUsage:
+    """digitalSignature for every certificate; keyCertSign and cRLSign for CAs only."""
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
 def _name(common_name: str, organization: str) -> x509.Name:
     return x509.Name(
         [
@@ -59,17 +74,7 @@ def _ca_extensions(
     return (
         builder.add_extension(x509.BasicConstraints(ca=True, path_length=path_length), True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            key_usage(ca=True),
             True,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(subject_key), False)
@@ -145,17 +150,7 @@ def issue_server_certificate(
         .add_extension(x509.SubjectAlternativeName(alt_names), False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            key_usage(ca=False),
             True,
         )
         .add_extension(

@@ -8,7 +8,14 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
-from garrison.pki.authority import BACKDATE, Authority, PublicKey, new_serial, signature_hash
+from garrison.pki.authority import (
+    BACKDATE,
+    Authority,
+    PublicKey,
+    key_usage,
+    new_serial,
+    signature_hash,
+)
 
 DEVICE_URI_PREFIX = "urn:garrison:device:"
 
@@ -54,17 +61,7 @@ def issue_device_certificate(
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            key_usage(ca=False),
             True,
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)
