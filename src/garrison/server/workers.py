@@ -50,6 +50,11 @@ def serve_workers(
         )
         for n in range(workers)
     ]
+
+    def stop(_signum: int, _frame: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)  # stop the workers too, not only this parent
     for process in processes:
         process.start()
     try:
