@@ -77,18 +77,26 @@ def batch_create(
     ],
     model: Annotated[str, typer.Option(help="Hardware model of the devices")],
     tokens_out: Annotated[
-        Path, typer.Option("--tokens-out", help="CSV file for serial,token (mode 0600)")
-    ],
+        Path | None,
+        typer.Option("--tokens-out", help="CSV file for serial,token (mode 0600); token batches"),
+    ] = None,
     serials_file: Annotated[
         Path | None, typer.Option(help="Allow-list: one serial per line")
     ] = None,
     quota: Annotated[int | None, typer.Option(help="Maximum number of enrollments")] = None,
     valid_days: Annotated[int, typer.Option(help="Days until the batch expires")] = 30,
+    idevid_ca: Annotated[
+        Path | None,
+        typer.Option(help="Manufacturer CA (PEM): devices enroll with their IDevID, no tokens"),
+    ] = None,
     data_dir: DataDir = None,
     server: ServerUrl = None,
     token: Token = None,
 ) -> None:
-    """Authorize a production batch; write its single-use enrollment tokens to a CSV file."""
+    """Authorize a production batch; write its single-use enrollment tokens to a CSV file
+    (or, with --idevid-ca, let devices enroll with their manufacturer certificates)."""
+    if tokens_out is None and idevid_ca is None:
+        raise fail(GarrisonError("--tokens-out is required (the tokens are shown only once)"))
     serials: list[str] = []
     if serials_file is not None:
         serials = [line.strip() for line in serials_file.read_text().splitlines() if line.strip()]
@@ -99,8 +107,15 @@ def batch_create(
         "serials": serials,
         "quota": quota,
         "valid_days": valid_days,
+        "idevid_ca_pem": None if idevid_ca is None else idevid_ca.read_text(),
     }
     body = _call(data_dir, server, token, "POST", "/batches", json=payload)
+    if tokens_out is None:
+        console.print(
+            f"batch {body['id']} created, expires {body['expires_at']}; "
+            "devices enroll with their IDevID certificates"
+        )
+        return
     lines = [["serial", "token"], *[[t["serial"] or "", t["token"]] for t in body["tokens"]]]
     out = _csv(lines)
     write_private_file(tokens_out, out.encode())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from cryptography import x509
 from sqlalchemy import Connection, func, select
 from sqlalchemy.exc import IntegrityError
 
@@ -13,6 +14,7 @@ from garrison.errors import InvalidRequest, PolicyError
 from garrison.factory.policy import check_serial
 from garrison.factory.tokens import new_token, token_digest
 from garrison.identity.principals import find_principal
+from garrison.pki.idevid import ca_der, issuer_key
 from garrison.store.tables import authorizations, batches
 
 MAX_BATCH_SIZE = 100_000
@@ -29,13 +31,14 @@ class BatchRequest:
     serials: list[str]
     quota: int | None
     valid_days: int
+    idevid_ca: x509.Certificate | None = None
 
 
 @dataclass(frozen=True)
 class CreatedBatch:
     batch_id: int
     expires_at: dt.datetime
-    tokens: list[tuple[str | None, str]]  # (serial or None, token) -- shown once
+    tokens: list[tuple[str | None, str]]  # (serial or None, token) -- shown once; none for IDevID
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class BatchView:
     issued: int
     authorized: int
     closed: bool
+    idevid: bool
 
 
 def validate_batch(request: BatchRequest) -> None:
@@ -90,6 +94,10 @@ def create_batch(conn: Connection, request: BatchRequest, now: dt.datetime) -> C
             quota=request.quota,
             issued=0,
             closed=False,
+            idevid_issuer=None
+            if request.idevid_ca is None
+            else issuer_key(request.idevid_ca.subject),
+            idevid_ca=None if request.idevid_ca is None else ca_der(request.idevid_ca),
         )
         .returning(batches.c.id)
     ).scalar_one()
@@ -106,7 +114,9 @@ def create_batch(conn: Connection, request: BatchRequest, now: dt.datetime) -> C
             )
     except IntegrityError:
         raise PolicyError("some of these serials are already authorized in another batch") from None
-    return CreatedBatch(batch_id, expires_at, tokens)
+    # With a manufacturer CA the devices authenticate with their IDevID; the slots' random
+    # tokens are never shown, so they cannot be used.
+    return CreatedBatch(batch_id, expires_at, [] if request.idevid_ca is not None else tokens)
 
 
 def list_batches(conn: Connection, manufacturer_id: int | None = None) -> list[BatchView]:
@@ -135,6 +145,15 @@ def list_batches(conn: Connection, manufacturer_id: int | None = None) -> list[B
             row.issued,
             row.authorized,
             row.closed,
+            row.idevid_issuer is not None,
         )
         for row in conn.execute(query)
     ]
+
+
+def manufacturer_cas(conn: Connection) -> list[x509.Certificate]:
+    """Every manufacturer (IDevID) CA a batch has registered, once each."""
+    rows = conn.execute(
+        select(batches.c.idevid_ca).where(batches.c.idevid_ca.is_not(None)).distinct()
+    )
+    return [x509.load_der_x509_certificate(row.idevid_ca) for row in rows]

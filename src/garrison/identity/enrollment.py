@@ -6,11 +6,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
-from sqlalchemy import Connection, bindparam, or_, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from garrison.errors import EnrollmentRefused, PolicyError
@@ -27,6 +28,7 @@ from garrison.identity.devices import DeviceIdentity
 from garrison.identity.revocation import invalidate_crl
 from garrison.pki.authority import Authority
 from garrison.pki.csr import CheckedCsr, check_csr, decode_est_body, require_identity
+from garrison.pki.idevid import idevid_serial, issuer_key, verify_idevid
 from garrison.pki.profile import DeviceProfile, device_uri, issue_device_certificate
 from garrison.store.audit_log import append_audit
 from garrison.store.database import Database
@@ -36,28 +38,40 @@ Clock = Callable[[], dt.datetime]
 
 # The hot path's statements, built once: constructing SQLAlchemy statements per request
 # cost more than the signature and the database work together.
-_TOKEN_FACTS = (
-    select(
-        authorizations.c.id,
-        authorizations.c.serial,
-        authorizations.c.used_at,
-        batches.c.id.label("batch_id"),
-        batches.c.expires_at,
-        batches.c.quota,
-        batches.c.issued,
-        batches.c.closed,
-        batches.c.model,
-        select(devices.c.id)
-        .where(devices.c.serial == bindparam("serial"))
-        .scalar_subquery()
-        .label("enrolled"),
-        select(authorizations.c.id)
-        .where(authorizations.c.serial == bindparam("serial"))
-        .scalar_subquery()
-        .label("reserved_by"),
+_FACTS = select(
+    authorizations.c.id,
+    authorizations.c.serial,
+    authorizations.c.used_at,
+    batches.c.id.label("batch_id"),
+    batches.c.expires_at,
+    batches.c.quota,
+    batches.c.issued,
+    batches.c.closed,
+    batches.c.model,
+    select(devices.c.id)
+    .where(devices.c.serial == bindparam("serial"))
+    .scalar_subquery()
+    .label("enrolled"),
+    select(authorizations.c.id)
+    .where(authorizations.c.serial == bindparam("serial"))
+    .scalar_subquery()
+    .label("reserved_by"),
+).join(batches, batches.c.id == authorizations.c.batch_id)
+_TOKEN_FACTS = _FACTS.where(authorizations.c.token_digest == bindparam("digest"))
+# An IDevID batch's slot for this serial: its allow-list entry, else an unbound quota slot.
+_IDEVID_FACTS = (
+    _FACTS.where(
+        authorizations.c.batch_id == bindparam("batch_id"),
+        or_(
+            authorizations.c.serial == bindparam("serial"),
+            and_(authorizations.c.serial.is_(None), authorizations.c.used_at.is_(None)),
+        ),
     )
-    .join(batches, batches.c.id == authorizations.c.batch_id)
-    .where(authorizations.c.token_digest == bindparam("digest"))
+    .order_by(authorizations.c.serial.is_(None))
+    .limit(1)
+)
+_IDEVID_BATCHES = select(batches.c.id, batches.c.idevid_ca).where(
+    batches.c.idevid_issuer == bindparam("issuer")
 )
 _CONSUME_TOKEN = (
     update(authorizations)
@@ -139,15 +153,61 @@ class EnrollmentService:
         require_identity(checked, serial, device_uri(serial))
         try:
             with self._db.write() as conn:
-                return self._enroll_in(conn, serial, token_digest(token), checked, now)
+                row = conn.execute(
+                    _TOKEN_FACTS, {"digest": token_digest(token), "serial": serial}
+                ).first()
+                return self._issue_first(conn, serial, row, checked, now, "est.simpleenroll")
         except IntegrityError:
             # The device row's unique serial caught a concurrent enrollment of this serial.
             raise EnrollmentRefused(f"device {serial!r} is already enrolled") from None
 
-    def _enroll_in(
-        self, conn: Connection, serial: str, digest: str, checked: CheckedCsr, now: dt.datetime
+    def enroll_idevid(self, idevid_der: bytes, body: bytes) -> Issued:
+        """``/simpleenroll`` authenticated by a manufacturer-issued IDevID over TLS.
+
+        The IDevID must come from the CA a batch registered; its subject ``serialNumber``
+        is the device serial, which must be on that batch's allow-list (or take a quota
+        slot). The new certificate certifies the key in the CSR, a key of the device's own.
+        """
+        now = self._clock()
+        idevid = x509.load_der_x509_certificate(idevid_der)
+        serial = check_serial(idevid_serial(idevid))
+        checked = check_csr(decode_est_body(body))
+        require_identity(checked, serial, device_uri(serial))
+        try:
+            with self._db.write() as conn:
+                batch_id = self._idevid_batch(conn, idevid, now)
+                row = conn.execute(_IDEVID_FACTS, {"batch_id": batch_id, "serial": serial}).first()
+                if row is None:
+                    raise EnrollmentRefused(
+                        f"serial {serial!r} is not authorized in batch {batch_id}"
+                    )
+                return self._issue_first(conn, serial, row, checked, now, "est.idevid")
+        except IntegrityError:
+            raise EnrollmentRefused(f"device {serial!r} is already enrolled") from None
+
+    @staticmethod
+    def _idevid_batch(conn: Connection, idevid: x509.Certificate, now: dt.datetime) -> int:
+        """The batch whose registered manufacturer CA issued ``idevid``."""
+        refusal: PolicyError | None = None
+        for candidate in conn.execute(_IDEVID_BATCHES, {"issuer": issuer_key(idevid.issuer)}):
+            try:
+                verify_idevid(idevid, x509.load_der_x509_certificate(candidate.idevid_ca), now)
+            except PolicyError as exc:
+                refusal = exc
+                continue
+            return int(candidate.id)
+        raise refusal or EnrollmentRefused("no batch registers the CA that issued this IDevID")
+
+    def _issue_first(
+        self,
+        conn: Connection,
+        serial: str,
+        row: Row[Any, *tuple[Any, ...]] | None,
+        checked: CheckedCsr,
+        now: dt.datetime,
+        via: str,
     ) -> Issued:
-        row = conn.execute(_TOKEN_FACTS, {"digest": digest, "serial": serial}).first()
+        """Decide on the authorization ``row`` and, if allowed, issue and record."""
         facts = None
         if row is not None:
             batch = BatchFacts(row.batch_id, row.expires_at, row.quota, row.issued, row.closed)
@@ -183,7 +243,7 @@ class EnrollmentService:
             target=serial,
             outcome="ok",
             now=now,
-            details={"certificate": cert_serial, "via": "est.simpleenroll"},
+            details={"certificate": cert_serial, "via": via},
         )
         return Issued(cert, serial)
 

@@ -12,6 +12,7 @@ from garrison.identity.batches import BatchRequest, create_batch, list_batches
 from garrison.identity.devices import list_devices, revoke_device
 from garrison.identity.principals import create_principal
 from garrison.identity.revocation import publish_crl
+from garrison.pki.idevid import load_manufacturer_ca
 from garrison.server import schemas
 from garrison.server.context import (
     AuditReader,
@@ -21,6 +22,7 @@ from garrison.server.context import (
     DeviceRevoker,
     Plane,
     PrincipalsManager,
+    trust_manufacturer_ca,
 )
 from garrison.store.audit_log import append_audit, read_audit, verify_stored_chain
 from garrison.store.tables import principals as principals_table
@@ -79,8 +81,15 @@ async def add_batch(
     cp: Plane,
     principal: BatchManager,
 ) -> schemas.BatchCreated:
+    idevid_ca = None if body.idevid_ca_pem is None else load_manufacturer_ca(body.idevid_ca_pem)
     request = BatchRequest(
-        body.name, body.manufacturer, body.model, body.serials, body.quota, body.valid_days
+        body.name,
+        body.manufacturer,
+        body.model,
+        body.serials,
+        body.quota,
+        body.valid_days,
+        idevid_ca,
     )
 
     def run() -> schemas.BatchCreated:
@@ -99,11 +108,15 @@ async def add_batch(
                     "serials": len(body.serials),
                     "quota": body.quota,
                     "expires_at": created.expires_at.isoformat(),
+                    "idevid_ca": None if idevid_ca is None else idevid_ca.subject.rfc4514_string(),
                 },
             )
+        if idevid_ca is not None:
+            trust_manufacturer_ca(cp, idevid_ca)
         return schemas.BatchCreated(
             id=created.batch_id,
             expires_at=created.expires_at,
+            authentication="token" if idevid_ca is None else "idevid",
             tokens=[schemas.EnrollmentToken(serial=s, token=t) for s, t in created.tokens],
         )
 
@@ -135,6 +148,7 @@ async def get_batches(cp: Plane, principal: Caller, request: Request) -> list[sc
                     issued=b.issued,
                     authorized=b.authorized,
                     closed=b.closed,
+                    idevid=b.idevid,
                 )
                 for b in list_batches(conn, only)
             ]

@@ -7,9 +7,12 @@ import base64
 import binascii
 import datetime as dt
 import hashlib
+import ssl
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
@@ -30,9 +33,17 @@ class ControlPlane:
     database: Database
     enrollment: EnrollmentService
     clock: Clock
+    tls: ssl.SSLContext | None = None  # set by the server that serves this app
 
     def now(self) -> dt.datetime:
         return self.clock()
+
+
+def trust_manufacturer_ca(cp: ControlPlane, ca: x509.Certificate) -> None:
+    """Let TLS handshakes of this process accept client certificates from ``ca`` (IDevIDs).
+    Other processes load registered manufacturer CAs when they start."""
+    if cp.tls is not None:
+        cp.tls.load_verify_locations(cadata=ca.public_bytes(serialization.Encoding.DER))
 
 
 def plane(request: Request) -> ControlPlane:

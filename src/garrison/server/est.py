@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
@@ -12,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from garrison.pki.csr import MAX_CSR_BYTES
 from garrison.server.context import CurrentDevice, Plane, basic_credentials, read_body
 from garrison.server.errors import HttpError
+from garrison.server.tls import client_certificate
 
 router = APIRouter(prefix="/.well-known/est", tags=["EST (RFC 7030)"])
 
@@ -82,10 +84,18 @@ async def csrattrs() -> Response:
     name="est.enroll",
 )
 async def simpleenroll(request: Request, cp: Plane) -> Response:
-    serial, token = basic_credentials(request)
-    _require_pkcs10(request)
-    body = await read_body(request, MAX_CSR_BYTES)
-    issued = await run_in_threadpool(cp.enrollment.enroll, serial, token, body)
+    idevid = client_certificate(request.scope)
+    if idevid is not None and "authorization" not in request.headers:
+        # A manufacturer-issued IDevID (RFC 7030 section 3.3.2 client certificate).
+        request.state.actor = f"idevid:{hashlib.sha256(idevid).hexdigest()[:16]}"
+        _require_pkcs10(request)
+        body = await read_body(request, MAX_CSR_BYTES)
+        issued = await run_in_threadpool(cp.enrollment.enroll_idevid, idevid, body)
+    else:
+        serial, token = basic_credentials(request)
+        _require_pkcs10(request)
+        body = await read_body(request, MAX_CSR_BYTES)
+        issued = await run_in_threadpool(cp.enrollment.enroll, serial, token, body)
     der = pkcs7.serialize_certificates([issued.certificate], serialization.Encoding.DER)
     return _base64_response(der, PKCS7_CERTS_ONLY)
 

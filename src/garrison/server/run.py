@@ -7,8 +7,10 @@ from dataclasses import dataclass
 import uvicorn
 
 from garrison.errors import ConfigError
+from garrison.identity.batches import manufacturer_cas
 from garrison.identity.fleet import Fleet
 from garrison.server.app import create_app
+from garrison.server.context import ControlPlane, trust_manufacturer_ca
 from garrison.server.tls import TlsScopeProtocol, server_ssl_context
 from garrison.store.database import Database
 
@@ -37,6 +39,11 @@ def build_server(
         fleet.secrets.passphrase,
         fleet.paths.ca_chain,
     )
+    plane: ControlPlane = app.state.control_plane
+    plane.tls = context
+    with database.read() as conn:
+        for ca in manufacturer_cas(conn):
+            trust_manufacturer_ca(plane, ca)
     config = uvicorn.Config(
         app,
         host=listen.host,

@@ -35,6 +35,11 @@ class BatchCreate(Strict):
     serials: list[str] = Field(default_factory=list, max_length=100_000)
     quota: int | None = Field(default=None, ge=1, le=100_000)
     valid_days: int = Field(default=30, ge=1, le=366)
+    idevid_ca_pem: str | None = Field(
+        default=None,
+        max_length=16_384,
+        description="Manufacturer CA (PEM): its IDevIDs authenticate enrollment instead of tokens",
+    )
 
 
 class EnrollmentToken(Strict):
@@ -45,7 +50,10 @@ class EnrollmentToken(Strict):
 class BatchCreated(Strict):
     id: int
     expires_at: dt.datetime
-    tokens: list[EnrollmentToken] = Field(description="Single-use tokens. Shown once.")
+    authentication: str = Field(description="'token' or 'idevid'")
+    tokens: list[EnrollmentToken] = Field(
+        description="Single-use tokens, shown once (none when devices use their IDevID)"
+    )
 
 
 class BatchPublic(Strict):
@@ -59,6 +67,7 @@ class BatchPublic(Strict):
     issued: int
     authorized: int
     closed: bool
+    idevid: bool
 
 
 class DevicePublic(Strict):

@@ -67,6 +67,8 @@ batches = Table(
     Column("quota", Integer, nullable=True),
     Column("issued", Integer, nullable=False, default=0),
     Column("closed", Boolean, nullable=False, default=False),
+    Column("idevid_issuer", String(64), nullable=True, index=True),
+    Column("idevid_ca", LargeBinary, nullable=True),
 )
 
 authorizations = Table(
