@@ -1,0 +1,1 @@
+"""Signed releases and atomic updates: the TUF repository, the device update client, A/B installation."""
