@@ -34,13 +34,20 @@ class Settings:
     server_key: str = "file:keys/server.key.pem"
     pkcs11_module: str = ""
     key_algorithm: str = "ecdsa-p256"
+    # The update repository (TUF). Root and targets keys are offline keys: move them off the
+    # server after init; the control plane needs only the snapshot and timestamp keys.
+    tuf_root_key: str = "file:keys/tuf-root.key.pem"
+    tuf_targets_key: str = "file:keys/tuf-targets.key.pem"
+    tuf_snapshot_key: str = "file:keys/tuf-snapshot.key.pem"
+    tuf_timestamp_key: str = "file:keys/tuf-timestamp.key.pem"
+    release_threshold: int = 2
 
     def validate(self) -> Settings:
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name == "hostnames":
                 ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-            elif f.name == "device_cert_days":
+            elif f.name in ("device_cert_days", "release_threshold"):
                 ok = isinstance(value, int) and not isinstance(value, bool)
             else:
                 ok = isinstance(value, str)
@@ -55,6 +62,8 @@ class Settings:
             )
         if not self.hostnames:
             raise ConfigError("hostnames must name at least one TLS server name")
+        if not 1 <= self.release_threshold <= 16:
+            raise ConfigError("release_threshold must be between 1 and 16")
         if not 1 <= self.device_cert_days <= 3650:
             raise ConfigError("device_cert_days must be between 1 and 3650")
         for ref in (self.root_key, self.issuing_key):

@@ -21,7 +21,7 @@ EXPECTED: dict[Role, set[Permission]] = {
         P.PKI_MANAGE,
         P.AUDIT_READ,
     },
-    Role.RELEASE_MANAGER: {P.DEVICES_READ},
+    Role.RELEASE_MANAGER: {P.DEVICES_READ, P.RELEASES_MANAGE},
     Role.OPERATOR: {P.DEVICES_READ},
     Role.AUDITOR: {P.AUDIT_READ, P.DEVICES_READ},
     Role.MANUFACTURER: {P.BATCHES_READ_OWN},
@@ -48,12 +48,14 @@ def test_role_and_permission_names() -> None:
         "devices.revoke",
         "audit.read",
         "pki.manage",
+        "releases.manage",
     }
     assert {
         P.PRINCIPALS_MANAGE,
         P.BATCHES_MANAGE,
         P.DEVICES_REVOKE,
         P.PKI_MANAGE,
+        P.RELEASES_MANAGE,
     } == WRITE_PERMISSIONS
 
 

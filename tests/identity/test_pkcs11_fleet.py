@@ -16,7 +16,7 @@ from cryptography.x509 import ocsp
 
 from garrison.agent.agent import Agent
 from garrison.agent.identity import AgentConfig, StateDir
-from garrison.identity.fleet import init_fleet, load_fleet, pkcs11_ca_key_refs
+from garrison.identity.fleet import init_fleet, load_fleet, pkcs11_key_refs
 from garrison.keys.pkcs11 import Pkcs11EcKey
 from garrison.server.embedded import EmbeddedServer, free_port
 from garrison.server.run import Listen
@@ -36,16 +36,13 @@ def hsm_fleet(
     monkeypatch: pytest.MonkeyPatch,
 ) -> RunningFleet:
     monkeypatch.setenv("GARRISON_PKCS11_PIN", softhsm_token.pin)
-    root_ref, issuing_ref = pkcs11_ca_key_refs(
-        f"pkcs11:token={softhsm_token.token_label};object={pkcs11_key_label}"
-    )
+    refs = pkcs11_key_refs(f"pkcs11:token={softhsm_token.token_label};object={pkcs11_key_label}")
     port = free_port()
     db_url = f"sqlite:///{tmp_path / 'g.db'}"
     settings = Settings(
         public_url=f"https://127.0.0.1:{port}",
         database_url=db_url,
-        root_key=root_ref,
-        issuing_key=issuing_ref,
+        **refs,
         pkcs11_module=softhsm_token.module_path,
     )
     token = init_fleet(tmp_path / "fleet", settings, dt.datetime.now(dt.UTC))
@@ -56,7 +53,9 @@ def hsm_fleet(
 
 
 def test_ca_keys_never_touch_disk(hsm_fleet: RunningFleet) -> None:
+    """Both CAs and all four TUF roles sign inside the token."""
     assert isinstance(hsm_fleet.fleet.issuing.key, Pkcs11EcKey)
+    assert isinstance(hsm_fleet.fleet.timestamp_signer._private_key, Pkcs11EcKey)  # type: ignore[attr-defined]
     key_files = sorted(p.name for p in (hsm_fleet.fleet.paths.root / "keys").iterdir())
     assert key_files == ["server.key.pem"]  # only the TLS server key, encrypted
     root = hsm_fleet.fleet.root_certificate

@@ -138,6 +138,12 @@ ENDPOINTS = [
         frozenset({Permission.AUDIT_READ}),
         lambda s: ("/audit/verify", None),
     ),
+    Endpoint(
+        "list-releases",
+        "GET",
+        frozenset({Permission.RELEASES_MANAGE}),
+        lambda s: ("/releases", None),
+    ),
 ]
 
 ADMIN, OFFICER, RELEASE, OPERATOR, AUDITOR, MANUFACTURER = (
@@ -162,6 +168,7 @@ MAY_CALL: dict[str, set[Role]] = {
     "revoke-device": {OFFICER},
     "read-audit": {OFFICER, AUDITOR},
     "verify-audit": {OFFICER, AUDITOR},
+    "list-releases": {RELEASE},
 }
 
 

@@ -28,6 +28,7 @@ class Permission(StrEnum):
     DEVICES_REVOKE = "devices.revoke"
     AUDIT_READ = "audit.read"
     PKI_MANAGE = "pki.manage"
+    RELEASES_MANAGE = "releases.manage"
 
 
 PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -41,7 +42,7 @@ PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.AUDIT_READ,
         }
     ),
-    Role.RELEASE_MANAGER: frozenset({Permission.DEVICES_READ}),
+    Role.RELEASE_MANAGER: frozenset({Permission.DEVICES_READ, Permission.RELEASES_MANAGE}),
     Role.OPERATOR: frozenset({Permission.DEVICES_READ}),
     Role.AUDITOR: frozenset({Permission.AUDIT_READ, Permission.DEVICES_READ}),
     Role.MANUFACTURER: frozenset({Permission.BATCHES_READ_OWN}),

@@ -9,7 +9,7 @@ import typer
 
 from garrison.cli.common import DataDir, console, fail, now, resolve_data_dir
 from garrison.errors import GarrisonError
-from garrison.identity.fleet import init_fleet, load_fleet, pkcs11_ca_key_refs
+from garrison.identity.fleet import init_fleet, load_fleet, pkcs11_key_refs
 from garrison.settings import Settings
 
 
@@ -35,16 +35,19 @@ def init(
     ca_keys: Annotated[
         str, typer.Option(help="'file' (encrypted PEM) or 'pkcs11:token=LABEL[;object=PREFIX]'")
     ] = "file",
+    release_threshold: Annotated[
+        int, typer.Option(min=1, max=16, help="Release managers needed to publish (k of n)")
+    ] = 2,
     pkcs11_module: Annotated[
         str, typer.Option(help="PKCS#11 module for --ca-keys pkcs11:...")
     ] = "",
 ) -> None:
     """Create a fleet: root CA, issuing CA, server TLS certificate and an admin API token."""
     root = resolve_data_dir(data_dir)
-    root_key, issuing_key = "file:keys/root-ca.key.pem", "file:keys/issuing-ca.key.pem"
+    key_refs: dict[str, str] = {}
     if ca_keys.startswith("pkcs11:"):
         try:
-            root_key, issuing_key = pkcs11_ca_key_refs(ca_keys)
+            key_refs = pkcs11_key_refs(ca_keys)
         except GarrisonError as exc:
             raise fail(exc) from exc
     elif ca_keys != "file":
@@ -56,9 +59,9 @@ def init(
         hostnames=hostname or ["localhost", "127.0.0.1"],
         database_url=database,
         device_cert_days=device_cert_days,
-        root_key=root_key,
-        issuing_key=issuing_key,
         pkcs11_module=pkcs11_module,
+        release_threshold=release_threshold,
+        **key_refs,
     )
     try:
         init_fleet(root, settings, now())

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from securesystemslib.signer import CryptoSigner, Signer
 
 from garrison.errors import ConfigError
 from garrison.identity.keyref import KeySecrets, create_key, open_key
@@ -30,6 +31,8 @@ from garrison.settings import (
     read_settings,
     write_settings,
 )
+from garrison.updates.repository import create_repository
+from garrison.updates.store import save_repository
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,15 @@ class FleetPaths:
     @property
     def server_cert(self) -> Path:
         return self.root / "pki" / "server.pem"
+
+    @property
+    def tuf_root(self) -> Path:
+        """The first TUF root metadata: what devices and TUF clients start from."""
+        return self.root / "pki" / "tuf-root.json"
+
+    @property
+    def artifacts(self) -> Path:
+        return self.root / "artifacts"
 
     @property
     def admin_token(self) -> Path:
@@ -81,6 +93,8 @@ class Fleet:
     root_certificate: x509.Certificate
     issuing: Authority
     secrets: KeySecrets
+    snapshot_signer: Signer
+    timestamp_signer: Signer
 
     @property
     def device_profile(self) -> DeviceProfile:
@@ -107,15 +121,26 @@ def _pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def pkcs11_ca_key_refs(token_uri: str) -> tuple[str, str]:
-    """Root and issuing CA key references in the token named by ``pkcs11:token=T[;object=P]``:
-    the objects ``P-root-ca`` and ``P-issuing-ca`` (``P`` defaults to ``garrison``)."""
+PKCS11_KEY_OBJECTS = {
+    "root_key": "root-ca",
+    "issuing_key": "issuing-ca",
+    "tuf_root_key": "tuf-root",
+    "tuf_targets_key": "tuf-targets",
+    "tuf_snapshot_key": "tuf-snapshot",
+    "tuf_timestamp_key": "tuf-timestamp",
+}
+
+
+def pkcs11_key_refs(token_uri: str) -> dict[str, str]:
+    """Every signing key of the fleet (both CAs, all TUF roles) in the token named by
+    ``pkcs11:token=T[;object=P]``, as settings: objects ``P-root-ca``, ``P-tuf-root``...
+    (``P`` defaults to ``garrison``). Only the TLS server key stays a file."""
     uri = token_uri if ";object=" in token_uri else token_uri + ";object=garrison"
     ref = parse_pkcs11_uri(uri)
-    return (
-        format_pkcs11_uri(Pkcs11Ref(ref.token, f"{ref.object}-root-ca")),
-        format_pkcs11_uri(Pkcs11Ref(ref.token, f"{ref.object}-issuing-ca")),
-    )
+    return {
+        setting: format_pkcs11_uri(Pkcs11Ref(ref.token, f"{ref.object}-{suffix}"))
+        for setting, suffix in PKCS11_KEY_OBJECTS.items()
+    }
 
 
 def init_fleet(data_dir: Path, settings: Settings, now: dt.datetime) -> str:
@@ -157,12 +182,35 @@ def init_fleet(data_dir: Path, settings: Settings, now: dt.datetime) -> str:
     from garrison.store.database import Database
     from garrison.store.engine import sqlite_url
 
+    tuf_keys = [
+        create_key(ref, data_dir, key_secret, settings.key_algorithm)
+        for ref in (
+            settings.tuf_root_key,
+            settings.tuf_targets_key,
+            settings.tuf_snapshot_key,
+            settings.tuf_timestamp_key,
+        )
+    ]
+    root_signer, targets_signer, snapshot_signer, timestamp_signer = (
+        CryptoSigner(key) for key in tuf_keys
+    )
+    repository = create_repository(
+        [root_signer],
+        targets_signer,
+        snapshot_signer,
+        timestamp_signer,
+        settings.release_threshold,
+        now,
+    )
     database = Database(settings.database_url or sqlite_url(data_dir))
     try:
         database.migrate()
         token = bootstrap_admin(database, now)
+        with database.write() as conn:
+            save_repository(conn, None, repository, now)
     finally:
         database.dispose()
+    paths.tuf_root.write_bytes(repository.root.to_bytes())
     write_private_file(paths.admin_token, token.encode() + b"\n")
     return token
 
@@ -187,6 +235,14 @@ def load_fleet(data_dir: Path) -> Fleet:
     issuing_key = open_key(settings.issuing_key, data_dir, key_secret)
     if issuing_key.public_key() != issuing_cert.public_key():
         raise ConfigError("the issuing CA key does not match pki/issuing-ca.pem")
+    snapshot = CryptoSigner(open_key(settings.tuf_snapshot_key, data_dir, key_secret))
+    timestamp = CryptoSigner(open_key(settings.tuf_timestamp_key, data_dir, key_secret))
     return Fleet(
-        paths, settings, _read_cert(paths.root_ca), Authority(issuing_cert, issuing_key), key_secret
+        paths,
+        settings,
+        _read_cert(paths.root_ca),
+        Authority(issuing_cert, issuing_key),
+        key_secret,
+        snapshot,
+        timestamp,
     )

@@ -11,7 +11,7 @@ from garrison import __version__
 from garrison.errors import GarrisonError
 from garrison.identity.enrollment import Clock, EnrollmentService, utc_now
 from garrison.identity.fleet import Fleet
-from garrison.server import admin, device_api, est, pki
+from garrison.server import admin, device_api, est, pki, releases_api, tuf
 from garrison.server.context import ControlPlane
 from garrison.server.errors import (
     BodyLimit,
@@ -21,6 +21,7 @@ from garrison.server.errors import (
     validation_error_handler,
 )
 from garrison.store.database import Database
+from garrison.updates.releases import ReleaseService
 
 # The largest body any endpoint takes: a batch allow-list of 100,000 serials is ~1.3 MB.
 # EST and OCSP enforce their own, much smaller limits.
@@ -41,7 +42,10 @@ def create_app(fleet: Fleet, database: Database, clock: Clock = utc_now) -> Fast
     enrollment = EnrollmentService(
         database, fleet.issuing, fleet.root_certificate, fleet.device_profile, clock
     )
-    app.state.control_plane = ControlPlane(fleet, database, enrollment, clock)
+    releases = ReleaseService(
+        database, fleet.paths.artifacts, fleet.snapshot_signer, fleet.timestamp_signer, clock
+    )
+    app.state.control_plane = ControlPlane(fleet, database, enrollment, releases, clock)
     app.add_exception_handler(GarrisonError, garrison_error_handler)
     app.add_exception_handler(LookupError, lookup_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
@@ -50,9 +54,9 @@ def create_app(fleet: Fleet, database: Database, clock: Clock = utc_now) -> Fast
         BodyLimit,
         router=app.router,
         limit=MAX_BODY_BYTES,
-        limits={"/device/": MAX_DEVICE_BODY_BYTES},
+        limits={"/device/": MAX_DEVICE_BODY_BYTES, "/api/v1/artifacts": None},
     )
-    for module in (est, pki, admin, device_api):
+    for module in (est, pki, admin, device_api, releases_api, tuf):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["health"])

@@ -25,6 +25,7 @@ from garrison.identity.principals import Principal, authenticate
 from garrison.server.errors import HttpError
 from garrison.server.tls import client_certificate
 from garrison.store.database import Database
+from garrison.updates.releases import ReleaseService
 
 
 @dataclass
@@ -32,6 +33,7 @@ class ControlPlane:
     fleet: Fleet
     database: Database
     enrollment: EnrollmentService
+    releases: ReleaseService
     clock: Clock
     tls: ssl.SSLContext | None = None  # set by the server that serves this app
 
@@ -159,4 +161,5 @@ BatchManager = Annotated[Principal, permitted(Permission.BATCHES_MANAGE)]
 DeviceReader = Annotated[Principal, permitted(Permission.DEVICES_READ)]
 DeviceRevoker = Annotated[Principal, permitted(Permission.DEVICES_REVOKE)]
 AuditReader = Annotated[Principal, permitted(Permission.AUDIT_READ)]
+ReleaseManager = Annotated[Principal, permitted(Permission.RELEASES_MANAGE)]
 Caller = Annotated[Principal, Depends(current_principal)]

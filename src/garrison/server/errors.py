@@ -128,7 +128,11 @@ class BodyLimit:
     """
 
     def __init__(
-        self, app: ASGIApp, router: Router, limit: int, limits: dict[str, int] | None = None
+        self,
+        app: ASGIApp,
+        router: Router,
+        limit: int,
+        limits: dict[str, int | None] | None = None,
     ) -> None:
         self.app = app
         self.router = router
@@ -141,6 +145,9 @@ class BodyLimit:
             return
         path = str(scope.get("path", ""))
         limit = next((n for pre, n in self.limits.items() if path.startswith(pre)), self.limit)
+        if limit is None:  # the route streams the body and enforces its own limit
+            await self.app(scope, receive, send)
+            return
         declared = dict(scope.get("headers") or []).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
             await self._refuse(scope, send, f"request body too large ({int(declared)} bytes)")

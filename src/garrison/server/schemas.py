@@ -105,6 +105,37 @@ class AuditHead(Strict):
     entry_hash: str
 
 
+class ArtifactStored(Strict):
+    sha256: str
+    length: int
+
+
+class ReleaseCreate(Strict):
+    name: str = Field(max_length=64)
+    version: str = Field(max_length=64)
+    hardware: list[str] = Field(min_length=1, max_length=64)
+    security_version: int = Field(ge=0, le=2**31 - 1)
+    install: str = Field(default="image", description="'image' (A/B slot) or 'app' (package)")
+    health_checks: list[list[str]] = Field(default_factory=list, max_length=16)
+    sha256: str = Field(description="SHA-256 of an uploaded artifact (PUT /api/v1/artifacts)")
+
+
+class ReleaseSignature(Strict):
+    keyid: str = Field(max_length=128)
+    signature: str = Field(max_length=2048, description="hex signature over the payload")
+
+
+class ReleasePublic(Strict):
+    id: int
+    name: str
+    version: str
+    target_path: str
+    state: str
+    signatures: int
+    missing: int = Field(description="signatures still needed before publication")
+    custom: dict[str, object]
+
+
 class CheckIn(Strict):
     agent_version: str = Field(default="", max_length=64)
 

@@ -1,1 +1,1 @@
-"""Signed releases and atomic updates: the TUF repository, the device update client, A/B installation."""
+"""Signed releases and atomic updates: TUF repository, update client, A/B installation."""

@@ -1,0 +1,282 @@
+"""Application packages: versioned directories and an atomically switched ``current`` link.
+
+Layout, under a device's ``apps/`` directory::
+
+    apps/<name>/<version>/     one complete, verified package per version (immutable)
+    apps/<name>/current  ->    <version>   the version that runs
+    apps/<name>/previous ->    <version>   the version ``current`` pointed at before
+
+Guarantees:
+
+* :func:`install_app` verifies the package (length and SHA-256) *before* writing anything,
+  writes it into a temporary directory, fsyncs every file and directory, checks the files
+  on disk, renames the directory to ``<version>``, and only then switches ``current``
+  with one ``os.replace`` of a fresh symlink. After a crash at any instant ``current``
+  points at a complete, verified version — the old or the new one.
+* :func:`rollback_app` points ``current`` back at ``previous`` in one step.
+* Nothing here ever deletes the version ``current`` points to; :func:`prune_app` removes
+  only versions that are neither current nor previous, and crash leftovers.
+
+A package is either a tar archive (``bytes``; any compression ``tarfile`` reads, extracted
+with the ``data`` filter: no absolute paths, no ``..``, no devices, no links out) whose
+length and SHA-256 are the release's, or a mapping of relative paths to file contents
+whose digest is :func:`files_digest` — a ``sha256sum`` manifest (``<hex>  <path>`` lines
+sorted by path) hashed with SHA-256, its length the sum of the file sizes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import secrets
+import shutil
+import tarfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from garrison.updates.atomic import atomic_symlink, fsync_dir
+from garrison.updates.bootenv import ImageVerificationFailed, RollbackUnavailable, UpdateError
+from garrison.updates.installer import Checkpoint, no_checkpoint
+
+PackageContent = bytes | Mapping[str, bytes]
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+_RESERVED = {"current", "previous"}
+
+
+class AppInstallError(UpdateError):
+    """An application package cannot be installed or switched."""
+
+
+@dataclass(frozen=True)
+class AppInfo:
+    """What the release says about a package: its SHA-256 and length (see module doc)."""
+
+    sha256: str
+    length: int
+
+
+def files_digest(files: Mapping[str, bytes]) -> AppInfo:
+    """The digest of a files mapping: SHA-256 of its sorted ``sha256sum`` manifest."""
+    for path in files:
+        _check_relative(path)
+    return AppInfo(_manifest_sha256(files), sum(len(data) for data in files.values()))
+
+
+def package_digest(content: PackageContent) -> AppInfo:
+    """The :class:`AppInfo` of an archive (its bytes) or of a files mapping."""
+    if isinstance(content, bytes):
+        return AppInfo(hashlib.sha256(content).hexdigest(), len(content))
+    return files_digest(content)
+
+
+def app_dir(root: Path, name: str) -> Path:
+    """``root/apps/<name>`` for a device directory ``root``."""
+    _check_name("app name", name)
+    return Path(root) / "apps" / name
+
+
+def current_version(root: Path, name: str) -> str | None:
+    """The version ``current`` points to, or None if the app is not installed."""
+    return _link(app_dir(root, name) / "current")
+
+
+def previous_version(root: Path, name: str) -> str | None:
+    """The version ``current`` pointed to before the last switch, or None."""
+    return _link(app_dir(root, name) / "previous")
+
+
+def install_app(
+    root: Path,
+    name: str,
+    version: str,
+    content: PackageContent,
+    info: AppInfo,
+    *,
+    checkpoint: Checkpoint = no_checkpoint,
+) -> Path:
+    """Install ``content`` as ``name`` ``version`` and make it current; return its directory.
+
+    Refuses (:class:`ImageVerificationFailed`) a package whose length or SHA-256 is not
+    ``info``'s, before writing anything. Installing the version that is already current
+    changes nothing. Checkpoints: ``app-written``, ``app-after-switch``.
+    """
+    _check_name("version", version)
+    base = app_dir(root, name)
+    _verify(name, version, content, info)
+    current = current_version(root, name)
+    target = base / version
+    if current == version and target.is_dir():
+        return target
+    base.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(base)
+    staging = base / f".tmp-{version}-{secrets.token_hex(4)}"
+    staging.mkdir()
+    try:
+        _stage(name, version, content, info, staging)
+    except Exception:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if target.exists():  # a complete, non-current copy: replaced by the fresh one
+        shutil.rmtree(target)
+    staging.rename(target)
+    fsync_dir(base)
+    checkpoint("app-written")
+    if current is not None:
+        atomic_symlink(base / "previous", current)
+    atomic_symlink(base / "current", version)
+    checkpoint("app-after-switch")
+    return target
+
+
+def rollback_app(root: Path, name: str, *, checkpoint: Checkpoint = no_checkpoint) -> str:
+    """Point ``current`` back at ``previous``; return the version now current.
+
+    :class:`RollbackUnavailable` if there is no previous version different from the
+    current one, or its directory is gone. Checkpoint: ``app-after-switch``.
+    """
+    base = app_dir(root, name)
+    current = current_version(root, name)
+    previous = previous_version(root, name)
+    if current is None:
+        raise AppInstallError(f"app {name} is not installed")
+    if previous is None or previous == current or not (base / previous).is_dir():
+        raise RollbackUnavailable(
+            f"app {name} has no previous version to return to",
+            hint="install the wanted version instead",
+        )
+    atomic_symlink(base / "current", previous)
+    checkpoint("app-after-switch")
+    atomic_symlink(base / "previous", current)
+    return previous
+
+
+def prune_app(root: Path, name: str) -> list[str]:
+    """Delete versions that are neither current nor previous, and crash leftovers."""
+    base = app_dir(root, name)
+    if not base.is_dir():
+        return []
+    keep = {v for v in (current_version(root, name), previous_version(root, name)) if v}
+    _remove_leftovers(base)
+    removed = []
+    for entry in sorted(base.iterdir()):
+        if entry.name in _RESERVED or entry.name in keep or entry.is_symlink():
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry)
+            removed.append(entry.name)
+    fsync_dir(base)
+    return removed
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def _check_name(what: str, value: str) -> None:
+    if not _NAME.fullmatch(value) or value in _RESERVED:
+        raise AppInstallError(
+            f"{what} {value!r} is not allowed",
+            hint="use letters, digits and . _ + - (not starting with a dot), "
+            "not 'current' or 'previous'",
+        )
+
+
+def _check_relative(path: str) -> PurePosixPath:
+    pure = PurePosixPath(path)
+    if (
+        not path
+        or "\n" in path
+        or "\0" in path
+        or pure.is_absolute()
+        or any(part in ("", ".", "..") for part in path.split("/"))
+    ):
+        raise AppInstallError(f"package path {path!r} is not a plain relative path")
+    return pure
+
+
+def _manifest_sha256(files: Mapping[str, bytes]) -> str:
+    lines = "".join(f"{hashlib.sha256(files[p]).hexdigest()}  {p}\n" for p in sorted(files))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def _verify(name: str, version: str, content: PackageContent, info: AppInfo) -> None:
+    actual = package_digest(content)
+    if actual.length != info.length:
+        raise ImageVerificationFailed(
+            f"{name} {version} has {actual.length} bytes, not the declared {info.length}",
+            hint="the package is not the release; nothing was installed",
+        )
+    if actual.sha256 != info.sha256:
+        raise ImageVerificationFailed(
+            f"{name} {version} does not have the declared SHA-256",
+            hint="the package was tampered with or corrupted; nothing was installed",
+        )
+
+
+def _stage(name: str, version: str, content: PackageContent, info: AppInfo, dest: Path) -> None:
+    if isinstance(content, bytes):
+        _extract(content, dest)
+    else:
+        _write_files(content, dest)
+        if _manifest_sha256(_read_tree(dest)) != info.sha256:
+            raise ImageVerificationFailed(
+                f"{name} {version} does not read back as written",
+                hint="the storage may be failing",
+            )
+    _fsync_tree(dest)
+
+
+def _extract(archive: bytes, dest: Path) -> None:
+    try:
+        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:*") as tar:
+            tar.extractall(dest, filter="data")
+    except (tarfile.TarError, OSError) as exc:
+        raise AppInstallError(f"cannot unpack the package: {exc}") from exc
+
+
+def _write_files(files: Mapping[str, bytes], dest: Path) -> None:
+    for path, data in files.items():
+        target = dest.joinpath(*_check_relative(path).parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+
+
+def _read_tree(top: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(top).as_posix(): p.read_bytes()
+        for p in top.rglob("*")
+        if p.is_file() and not p.is_symlink()
+    }
+
+
+def _fsync_tree(top: Path) -> None:
+    for dirpath, _dirs, files in os.walk(top):
+        for file in files:
+            path = Path(dirpath) / file
+            if path.is_symlink():
+                continue
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(dirpath))
+
+
+def _remove_leftovers(base: Path) -> None:
+    for entry in base.glob(".tmp-*"):
+        shutil.rmtree(entry, ignore_errors=True)
+
+
+def _link(path: Path) -> str | None:
+    try:
+        target = str(path.readlink())
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise AppInstallError(f"{path} is not a version link: {exc.strerror}") from exc
+    if not _NAME.fullmatch(target) or target in _RESERVED:
+        raise AppInstallError(f"{path} points outside its app: {target!r}")
+    return target
