@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from garrison.cli.common import (
     ApiClient,
@@ -65,7 +66,7 @@ def principal_list(data_dir: DataDir = None, server: ServerUrl = None, token: To
     rows = _call(data_dir, server, token, "GET", "/principals")
     table = Table("name", "role")
     for row in rows:
-        table.add_row(row["name"], row["role"])
+        _add_row(table, row["name"], row["role"])
     console.print(table)
 
 
@@ -125,6 +126,11 @@ def batch_create(
     )
 
 
+def _add_row(table: Table, *cells: str) -> None:
+    """Cells as plain text: values from the server (serials, actors) are never markup."""
+    table.add_row(*(Text(cell) for cell in cells))
+
+
 def _csv(rows: list[list[str]]) -> str:
     import io
 
@@ -139,7 +145,8 @@ def batch_list(data_dir: DataDir = None, server: ServerUrl = None, token: Token 
     rows = _call(data_dir, server, token, "GET", "/batches")
     table = Table("id", "name", "manufacturer", "model", "issued", "quota", "authorized", "expires")
     for r in rows:
-        table.add_row(
+        _add_row(
+            table,
             str(r["id"]),
             r["name"],
             r["manufacturer"] or "",
@@ -158,7 +165,8 @@ def device_list(data_dir: DataDir = None, server: ServerUrl = None, token: Token
     rows = _call(data_dir, server, token, "GET", "/devices")
     table = Table("serial", "model", "status", "certificate", "expires", "last seen")
     for r in rows:
-        table.add_row(
+        _add_row(
+            table,
             r["serial"],
             r["model"],
             r["status"],
@@ -241,8 +249,8 @@ def audit_list(
     rows = _call(data_dir, server, token, "GET", "/audit", params={"after": after, "limit": limit})
     table = Table("seq", "at", "actor", "action", "target", "outcome")
     for r in rows:
-        table.add_row(
-            str(r["seq"]), r["at"][:19], r["actor"], r["action"], r["target"], r["outcome"]
+        _add_row(
+            table, str(r["seq"]), r["at"][:19], r["actor"], r["action"], r["target"], r["outcome"]
         )
     console.print(table)
     sys.stdout.flush()

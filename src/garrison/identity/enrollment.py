@@ -263,6 +263,18 @@ class EnrollmentService:
             self._ca, checked.public_key, device.serial, self._profile, now
         )
         with self._db.write() as conn:
+            # The presented certificate must still be valid now, under its row lock: it may
+            # have been retired since the request was authenticated.
+            held = conn.execute(
+                update(certificates)
+                .where(
+                    certificates.c.serial_hex == device.certificate,
+                    certificates.c.status == VALID,
+                )
+                .values(status=VALID)
+            ).rowcount
+            if held != 1:
+                raise PolicyError("client certificate was revoked or superseded meanwhile")
             new_serial = record_certificate(conn, device.device_id, cert, now)
             superseded = conn.execute(
                 update(certificates)

@@ -37,24 +37,29 @@ def revoked_entries(conn: Connection, now: dt.datetime) -> list[RevokedEntry]:
     ]
 
 
+_NEXT_CRL_NUMBER = (
+    update(crl_state)
+    .where(crl_state.c.id == 1)
+    .values(crl_number=crl_state.c.crl_number + 1)
+    .returning(crl_state.c.crl_number)
+)
+
+
 def publish_crl(conn: Connection, ca: Authority, now: dt.datetime) -> bytes:
-    """Sign a new complete CRL with the next CRL number and store it; return its DER."""
-    row = conn.execute(select(crl_state.c.crl_number).where(crl_state.c.id == 1)).first()
-    number = 1 if row is None else int(row.crl_number) + 1
+    """Sign a new complete CRL with the next CRL number and store it; return its DER.
+
+    The CRL row is locked *before* the revoked certificates are read (its number bumped
+    first), so a CRL signed concurrently with a revocation can never overwrite the CRL that
+    lists it, and no two CRLs share a number (RFC 5280 section 5.2.3).
+    """
+    number = conn.execute(_NEXT_CRL_NUMBER).scalar_one()
     crl = build_crl(ca, revoked_entries(conn, now), number, now)
     der = crl.public_bytes(serialization.Encoding.DER)
     next_update = crl.next_update_utc
     assert next_update is not None
-    if row is None:
-        conn.execute(
-            crl_state.insert().values(id=1, crl_number=number, next_update=next_update, der=der)
-        )
-    else:
-        conn.execute(
-            update(crl_state)
-            .where(crl_state.c.id == 1)
-            .values(crl_number=number, next_update=next_update, der=der)
-        )
+    conn.execute(
+        update(crl_state).where(crl_state.c.id == 1).values(next_update=next_update, der=der)
+    )
     return der
 
 
@@ -71,7 +76,7 @@ def current_crl(conn: Connection, now: dt.datetime) -> bytes | None:
     row = conn.execute(
         select(crl_state.c.der, crl_state.c.next_update).where(crl_state.c.id == 1)
     ).first()
-    if row is None or row.next_update - REFRESH_BEFORE <= now:
+    if row is None or not row.der or row.next_update - REFRESH_BEFORE <= now:
         return None
     return bytes(row.der)
 

@@ -27,6 +27,7 @@ from garrison.updates.releases import ReleaseService
 # EST and OCSP enforce their own, much smaller limits.
 MAX_BODY_BYTES = 4 * 1024 * 1024
 MAX_DEVICE_BODY_BYTES = 64 * 1024
+MAX_EST_BODY_BYTES = 64 * 1024  # before authentication: small; EST and OCSP check tighter
 
 
 def create_app(fleet: Fleet, database: Database, clock: Clock = utc_now) -> FastAPI:
@@ -54,7 +55,12 @@ def create_app(fleet: Fleet, database: Database, clock: Clock = utc_now) -> Fast
         BodyLimit,
         router=app.router,
         limit=MAX_BODY_BYTES,
-        limits={"/device/": MAX_DEVICE_BODY_BYTES, "/api/v1/artifacts": None},
+        limits={
+            "/.well-known/est/": MAX_EST_BODY_BYTES,
+            "/pki/": MAX_EST_BODY_BYTES,
+            "/device/": MAX_DEVICE_BODY_BYTES,
+            "/api/v1/artifacts": None,  # streamed to disk by the route, which limits it
+        },
     )
     for module in (est, pki, admin, device_api, releases_api, tuf):
         app.include_router(module.router)

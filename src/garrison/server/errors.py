@@ -176,10 +176,9 @@ class BodyLimit:
 
     async def _refuse(self, scope: Scope, send: Send, reason: str) -> None:
         found = _find_route(self.router.routes, scope)
-        if found is not None:
+        if found is not None:  # paths that do not exist are not audited (see http_error_handler)
             scope = {**scope, **found[1], "route": found[0]}
-        request = Request(scope)
-        await run_in_threadpool(_audit, request, 413, reason)
+            await run_in_threadpool(_audit, Request(scope), 413, reason)
         response = JSONResponse({"detail": reason}, status_code=413)
         await response(scope, _no_receive, send)
 

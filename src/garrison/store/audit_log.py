@@ -42,7 +42,7 @@ def append_audit(
     """
     row = conn.execute(_ADVANCE_HEAD).one()
     seq, prev = int(row.seq), str(row.entry_hash)
-    target = target[:256]
+    actor, action, target = actor[:128], action[:64], target[:256]  # the column widths
     at = now.astimezone(dt.UTC).isoformat(timespec="microseconds")
     body_details = details or {}
     entry_hash = chain_hash(prev, canonical(seq, at, actor, action, target, outcome, body_details))
