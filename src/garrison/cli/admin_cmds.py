@@ -60,6 +60,18 @@ def principal_add(
     print(body["token"])
 
 
+@principal_app.command("disable")
+def principal_disable(
+    name: str,
+    data_dir: DataDir = None,
+    server: ServerUrl = None,
+    token: Token = None,
+) -> None:
+    """Disable a principal: its API token is refused from its next request."""
+    _call(data_dir, server, token, "POST", f"/principals/{name}/disable")
+    console.print(f"principal {name} disabled")
+
+
 @principal_app.command("list")
 def principal_list(data_dir: DataDir = None, server: ServerUrl = None, token: Token = None) -> None:
     """List principals and their roles."""
@@ -137,6 +149,18 @@ def _csv(rows: list[list[str]]) -> str:
     buffer = io.StringIO()
     csv.writer(buffer).writerows(rows)
     return buffer.getvalue()
+
+
+@batch_app.command("close")
+def batch_close(
+    batch_id: int,
+    data_dir: DataDir = None,
+    server: ServerUrl = None,
+    token: Token = None,
+) -> None:
+    """Close a batch at once (e.g. its tokens leaked): nothing more enrolls with it."""
+    body = _call(data_dir, server, token, "POST", f"/batches/{batch_id}/close")
+    console.print(f"batch {batch_id} closed; {body['unused']} unused authorization(s) voided")
 
 
 @batch_app.command("list")

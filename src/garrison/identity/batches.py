@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from cryptography import x509
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from garrison.access.roles import Role
@@ -157,3 +157,24 @@ def manufacturer_cas(conn: Connection) -> list[x509.Certificate]:
         select(batches.c.idevid_ca).where(batches.c.idevid_ca.is_not(None)).distinct()
     )
     return [x509.load_der_x509_certificate(row.idevid_ca) for row in rows]
+
+
+def close_batch(conn: Connection, batch_id: int) -> int:
+    """Close a batch at once (e.g. its tokens leaked); return how many tokens were unused.
+    Closing is final: unused tokens can no longer enroll anything."""
+    changed = conn.execute(
+        update(batches)
+        .where(batches.c.id == batch_id, batches.c.closed.is_(False))
+        .values(closed=True)
+    ).rowcount
+    if changed != 1:
+        exists = conn.execute(select(batches.c.id).where(batches.c.id == batch_id)).first()
+        if exists is None:
+            raise LookupError(f"no batch {batch_id}")
+        raise PolicyError(f"batch {batch_id} is already closed")
+    unused = conn.execute(
+        select(func.count()).where(
+            authorizations.c.batch_id == batch_id, authorizations.c.used_at.is_(None)
+        )
+    ).scalar_one()
+    return int(unused)

@@ -8,7 +8,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import IntegrityError
 
 from garrison.access.roles import Role
@@ -97,3 +97,19 @@ def find_principal(conn: Connection, name: str) -> Principal | None:
         )
     ).first()
     return None if row is None else Principal(row.id, row.name, Role(row.role))
+
+
+def disable_principal(conn: Connection, name: str, by: str) -> None:
+    """Disable a principal: its token stops working on the next request. Nobody disables
+    themselves (the last admin could otherwise lock the fleet out)."""
+    if name == by:
+        raise PolicyError("a principal cannot disable itself")
+    changed = conn.execute(
+        update(principals)
+        .where(principals.c.name == name, principals.c.disabled.is_(False))
+        .values(disabled=True)
+    ).rowcount
+    if changed != 1:
+        if find_principal(conn, name) is None:
+            raise LookupError(f"no principal named {name!r}")
+        raise PolicyError(f"principal {name!r} is already disabled")

@@ -8,9 +8,9 @@ from starlette.concurrency import run_in_threadpool
 
 from garrison.access.roles import PERMISSIONS, Permission, Role
 from garrison.errors import PolicyError
-from garrison.identity.batches import BatchRequest, create_batch, list_batches
+from garrison.identity.batches import BatchRequest, close_batch, create_batch, list_batches
 from garrison.identity.devices import list_devices, revoke_device
-from garrison.identity.principals import create_principal
+from garrison.identity.principals import create_principal, disable_principal, find_principal
 from garrison.identity.revocation import publish_crl
 from garrison.pki.idevid import load_manufacturer_ca
 from garrison.server import schemas
@@ -222,3 +222,48 @@ async def verify_audit(cp: Plane, principal: AuditReader) -> schemas.AuditHead:
 
     seq, head = await run_in_threadpool(run)
     return schemas.AuditHead(seq=seq, entry_hash=head)
+
+
+@router.post("/batches/{batch_id}/close", response_model=schemas.BatchClosed, name="batch.close")
+async def close(batch_id: int, cp: Plane, principal: BatchManager) -> schemas.BatchClosed:
+    """Stop a batch at once: its unused tokens (or IDevIDs) can no longer enroll."""
+
+    def run() -> int:
+        with cp.database.write() as conn:
+            unused = close_batch(conn, batch_id)
+            append_audit(
+                conn,
+                actor=f"principal:{principal.name}",
+                action="batch.close",
+                target=f"batch:{batch_id}",
+                outcome="ok",
+                now=cp.now(),
+                details={"unused_authorizations": unused},
+            )
+            return unused
+
+    return schemas.BatchClosed(id=batch_id, unused=await run_in_threadpool(run))
+
+
+@router.post(
+    "/principals/{name}/disable", response_model=schemas.PrincipalPublic, name="principal.disable"
+)
+async def disable(name: str, cp: Plane, principal: PrincipalsManager) -> schemas.PrincipalPublic:
+    """Disable a principal (a leaked token, a person leaving): refused from its next request."""
+
+    def run() -> Role:
+        with cp.database.write() as conn:
+            disable_principal(conn, name, principal.name)
+            append_audit(
+                conn,
+                actor=f"principal:{principal.name}",
+                action="principal.disable",
+                target=name,
+                outcome="ok",
+                now=cp.now(),
+            )
+            found = find_principal(conn, name)
+            assert found is not None
+            return found.role
+
+    return schemas.PrincipalPublic(name=name, role=await run_in_threadpool(run))

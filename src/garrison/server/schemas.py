@@ -56,6 +56,11 @@ class BatchCreated(Strict):
     )
 
 
+class BatchClosed(Strict):
+    id: int
+    unused: int = Field(description="authorizations that can no longer be used")
+
+
 class BatchPublic(Strict):
     id: int
     name: str
