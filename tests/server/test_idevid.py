@@ -143,7 +143,7 @@ def test_idevid_enrollment_with_curl(
     status, text = _curl_enroll(
         served.url, served.root_ca, other_cert, other_key, make_csr("ID-9")[1], tmp_path
     )
-    assert status == 403 and b"not authorized in batch" in text
+    assert status == 403 and b"not authorized by an open batch" in text
     id2_cert, id2_key = maker.idevid(tmp_path / "ID-2", "ID-2")
     status, text = _curl_enroll(
         served.url, served.root_ca, id2_cert, id2_key, make_csr("ID-1")[1], tmp_path
@@ -197,3 +197,50 @@ def test_a_non_ca_certificate_cannot_be_registered(
             response = api.post("/batches", json={**batch, "idevid_ca_pem": pem})
             assert response.status_code == 400, response.text
             assert fragment in response.text
+
+
+def test_several_batches_of_one_manufacturer(
+    served: RunningFleet, officer: Officer, tmp_path: Path
+) -> None:
+    """A second purchase order with the same manufacturer CA works; a closed one does not."""
+    maker = Manufacturer.create("Acme Two Orders CA")
+    first = _register(served, officer, maker, ["PO1-1"])
+    _register(served, officer, maker, ["PO2-1"])
+    cert_path, key_path = maker.idevid(tmp_path / "PO2-1", "PO2-1")
+    status, _ = _curl_enroll(
+        served.url, served.root_ca, cert_path, key_path, make_csr("PO2-1")[1], tmp_path
+    )
+    assert status == 200
+    with served.api(officer.token) as api:
+        assert api.post(f"/batches/{first['id']}/close").status_code == 200
+    cert_path, key_path = maker.idevid(tmp_path / "PO1-1", "PO1-1")
+    status, text = _curl_enroll(
+        served.url, served.root_ca, cert_path, key_path, make_csr("PO1-1")[1], tmp_path
+    )
+    assert status == 403 and b"not authorized by an open batch" in text
+
+
+def test_concurrent_idevid_enrollments_take_different_quota_slots(
+    served: RunningFleet, officer: Officer, tmp_path: Path
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    maker = Manufacturer.create("Acme Quota CA")
+    with served.api(officer.token) as api:
+        response = api.post("/batches", json={"name": "q", "manufacturer": "acme", "model": "gw",
+                                              "quota": 12, "idevid_ca_pem": maker.pem})  # fmt: skip
+    assert response.status_code == 201
+
+    def enroll(n: int) -> int:
+        serial = f"Q-{n}"
+        cert_path, key_path = maker.idevid(tmp_path / serial, serial)
+        with served.client(cert_path, key_path) as client:
+            return client.post(
+                "/.well-known/est/simpleenroll",
+                content=base64.encodebytes(make_csr(serial)[1]),
+                headers={"Content-Type": "application/pkcs10"},
+            ).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(enroll, range(8)))
+    assert statuses == [200] * 8

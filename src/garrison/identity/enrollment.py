@@ -59,19 +59,25 @@ _FACTS = select(
 ).join(batches, batches.c.id == authorizations.c.batch_id)
 _TOKEN_FACTS = _FACTS.where(authorizations.c.token_digest == bindparam("digest"))
 # An IDevID batch's slot for this serial: its allow-list entry, else an unbound quota slot.
+# An IDevID's slot among the batches that registered its manufacturer CA: its allow-list
+# entry if any, else a free quota slot; rows other requests hold are skipped (PostgreSQL),
+# so concurrent enrollments take different slots instead of colliding.
 _IDEVID_FACTS = (
     _FACTS.where(
-        authorizations.c.batch_id == bindparam("batch_id"),
+        authorizations.c.batch_id.in_(bindparam("batch_ids", expanding=True)),
         or_(
             authorizations.c.serial == bindparam("serial"),
             and_(authorizations.c.serial.is_(None), authorizations.c.used_at.is_(None)),
         ),
     )
-    .order_by(authorizations.c.serial.is_(None))
+    .order_by(authorizations.c.serial.is_(None), authorizations.c.batch_id)
     .limit(1)
+    .with_for_update(of=authorizations, skip_locked=True)
 )
 _IDEVID_BATCHES = select(batches.c.id, batches.c.idevid_ca).where(
-    batches.c.idevid_issuer == bindparam("issuer")
+    batches.c.idevid_issuer == bindparam("issuer"),
+    batches.c.closed.is_(False),
+    batches.c.expires_at > bindparam("now"),
 )
 _CONSUME_TOKEN = (
     update(authorizations)
@@ -175,28 +181,36 @@ class EnrollmentService:
         require_identity(checked, serial, device_uri(serial))
         try:
             with self._db.write() as conn:
-                batch_id = self._idevid_batch(conn, idevid, now)
-                row = conn.execute(_IDEVID_FACTS, {"batch_id": batch_id, "serial": serial}).first()
+                batch_ids = self._idevid_batches(conn, idevid, now)
+                row = conn.execute(
+                    _IDEVID_FACTS, {"batch_ids": batch_ids, "serial": serial}
+                ).first()
                 if row is None:
                     raise EnrollmentRefused(
-                        f"serial {serial!r} is not authorized in batch {batch_id}"
+                        f"serial {serial!r} is not authorized by an open batch of its maker"
                     )
                 return self._issue_first(conn, serial, row, checked, now, "est.idevid")
         except IntegrityError:
             raise EnrollmentRefused(f"device {serial!r} is already enrolled") from None
 
     @staticmethod
-    def _idevid_batch(conn: Connection, idevid: x509.Certificate, now: dt.datetime) -> int:
-        """The batch whose registered manufacturer CA issued ``idevid``."""
+    def _idevid_batches(conn: Connection, idevid: x509.Certificate, now: dt.datetime) -> list[int]:
+        """The open batches whose registered manufacturer CA issued ``idevid``."""
         refusal: PolicyError | None = None
-        for candidate in conn.execute(_IDEVID_BATCHES, {"issuer": issuer_key(idevid.issuer)}):
+        found: list[int] = []
+        rows = conn.execute(_IDEVID_BATCHES, {"issuer": issuer_key(idevid.issuer), "now": now})
+        for candidate in rows:
             try:
                 verify_idevid(idevid, x509.load_der_x509_certificate(candidate.idevid_ca), now)
             except PolicyError as exc:
                 refusal = exc
                 continue
-            return int(candidate.id)
-        raise refusal or EnrollmentRefused("no batch registers the CA that issued this IDevID")
+            found.append(int(candidate.id))
+        if not found:
+            raise refusal or EnrollmentRefused(
+                "no open batch registers the CA that issued this IDevID"
+            )
+        return found
 
     def _issue_first(
         self,
