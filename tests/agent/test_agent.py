@@ -151,3 +151,28 @@ def test_device_key_in_a_pkcs11_token(
     assert identity.key_ref.startswith("pkcs11:") and not identity.key_path.exists()
     with pytest.raises(ConfigError, match="PKCS#11"):
         agent.check_in()
+
+
+@pytest.mark.softhsm
+def test_a_failed_pkcs11_enrollment_can_be_retried(
+    served: RunningFleet,
+    officer: Officer,
+    tmp_path: Path,
+    softhsm_token: SoftHsmToken,
+    pkcs11_key_label: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GARRISON_PKCS11_PIN", softhsm_token.pin)
+    batch = create_batch(served, officer, serials=["HW-2"])
+    token = batch["tokens"][0]["token"]  # type: ignore[index]
+    agent = Agent(StateDir(tmp_path / "HW-2"))
+    config = AgentConfig(
+        serial="HW-2",
+        server_url=served.url,
+        key_store=f"pkcs11:token={softhsm_token.token_label};object={pkcs11_key_label}",
+        pkcs11_module=softhsm_token.module_path,
+    )
+    with pytest.raises(EnrollmentFailed, match="unknown enrollment token"):
+        agent.enroll(config, "gst_wrong", served.root_ca.read_bytes())
+    identity = agent.enroll(config, token, served.root_ca.read_bytes())
+    assert identity.generation == 1 and identity.key_ref.startswith("pkcs11:")

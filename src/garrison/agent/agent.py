@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import httpx
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from garrison import __version__
 from garrison.agent.est_client import build_csr, enroll, fetch_cacerts, reenroll, tls_context
@@ -159,7 +158,3 @@ class Agent:
             if max_cycles is not None and cycles >= max_cycles:
                 return
             stop.wait(wait)
-
-
-def certificate_pem(identity: Identity) -> bytes:
-    return identity.certificate.public_bytes(serialization.Encoding.PEM)

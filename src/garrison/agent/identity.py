@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
 from garrison.errors import ConfigError, GarrisonError, KeyStoreError
-from garrison.identity.keyref import KeySecrets, create_key, open_key
+from garrison.identity.keyref import KeySecrets, create_key
 from garrison.keys import SigningKey
 from garrison.keys.pkcs11 import Pkcs11Ref, format_pkcs11_uri, parse_pkcs11_uri
 from garrison.keys.software import write_private_file
@@ -133,16 +134,16 @@ class StateDir:
         if config.key_store == "file":
             ref = f"file:gen-{generation}/key.pem"
         elif config.key_store.startswith("pkcs11:"):
+            # A fresh label per attempt: an interrupted attempt may have left its key object
+            # in the token, and a token refuses a second object with the same label.
             base = parse_pkcs11_uri(config.key_store)
-            ref = format_pkcs11_uri(Pkcs11Ref(base.token, f"{base.object}-gen{generation}"))
+            label = f"{base.object}-gen{generation}-{secrets.token_hex(4)}"
+            ref = format_pkcs11_uri(Pkcs11Ref(base.token, label))
         else:
             raise ConfigError(
                 f"unknown key store {config.key_store!r}", hint="use 'file' or a pkcs11: URI"
             )
         return ref, create_key(ref, self.root, self.key_secrets(config), "ecdsa-p256")
-
-    def open_key(self, config: AgentConfig, identity: Identity) -> SigningKey:
-        return open_key(identity.key_ref, self.root, self.key_secrets(config))
 
     def commit(self, generation: int, key_ref: str, chain: list[x509.Certificate]) -> Identity:
         """Write ``chain`` into the generation and switch the pointer to it atomically."""
