@@ -5,17 +5,17 @@ from __future__ import annotations
 import csv
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
 from garrison.cli.common import (
-    ApiClient,
     DataDir,
     ServerUrl,
     Token,
+    api_call,
     console,
     fail,
     resolve_data_dir,
@@ -27,16 +27,6 @@ principal_app = typer.Typer(help="Users and API tokens, each with one role.", no
 batch_app = typer.Typer(help="Production batches for contract manufacturers.", no_args_is_help=True)
 device_app = typer.Typer(help="Enrolled devices.", no_args_is_help=True)
 audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
-
-
-def _call(
-    data_dir: Path | None, server: str | None, token: str | None, *args: Any, **kwargs: Any
-) -> Any:
-    """One admin API call; any failure becomes the CLI's error message and exit code 2."""
-    try:
-        return ApiClient(data_dir, server, token).call(*args, **kwargs)
-    except GarrisonError as exc:
-        raise fail(exc) from exc
 
 
 @principal_app.command("add")
@@ -53,7 +43,9 @@ def principal_add(
     token: Token = None,
 ) -> None:
     """Create a principal and print its API token (shown once)."""
-    body = _call(data_dir, server, token, "POST", "/principals", json={"name": name, "role": role})
+    body = api_call(
+        data_dir, server, token, "POST", "/principals", json={"name": name, "role": role}
+    )
     console.print(
         f"principal [bold]{body['name']}[/] ({body['role']}) created; API token (shown once):"
     )
@@ -68,14 +60,14 @@ def principal_disable(
     token: Token = None,
 ) -> None:
     """Disable a principal: its API token is refused from its next request."""
-    _call(data_dir, server, token, "POST", f"/principals/{name}/disable")
+    api_call(data_dir, server, token, "POST", f"/principals/{name}/disable")
     console.print(f"principal {name} disabled")
 
 
 @principal_app.command("list")
 def principal_list(data_dir: DataDir = None, server: ServerUrl = None, token: Token = None) -> None:
     """List principals and their roles."""
-    rows = _call(data_dir, server, token, "GET", "/principals")
+    rows = api_call(data_dir, server, token, "GET", "/principals")
     table = Table("name", "role")
     for row in rows:
         _add_row(table, row["name"], row["role"])
@@ -122,7 +114,7 @@ def batch_create(
         "valid_days": valid_days,
         "idevid_ca_pem": None if idevid_ca is None else idevid_ca.read_text(),
     }
-    body = _call(data_dir, server, token, "POST", "/batches", json=payload)
+    body = api_call(data_dir, server, token, "POST", "/batches", json=payload)
     if tokens_out is None:
         console.print(
             f"batch {body['id']} created, expires {body['expires_at']}; "
@@ -159,14 +151,14 @@ def batch_close(
     token: Token = None,
 ) -> None:
     """Close a batch at once (e.g. its tokens leaked): nothing more enrolls with it."""
-    body = _call(data_dir, server, token, "POST", f"/batches/{batch_id}/close")
+    body = api_call(data_dir, server, token, "POST", f"/batches/{batch_id}/close")
     console.print(f"batch {batch_id} closed; {body['unused']} unused authorization(s) voided")
 
 
 @batch_app.command("list")
 def batch_list(data_dir: DataDir = None, server: ServerUrl = None, token: Token = None) -> None:
     """List batches with their enrollment progress."""
-    rows = _call(data_dir, server, token, "GET", "/batches")
+    rows = api_call(data_dir, server, token, "GET", "/batches")
     table = Table("id", "name", "manufacturer", "model", "issued", "quota", "authorized", "expires")
     for r in rows:
         _add_row(
@@ -186,7 +178,7 @@ def batch_list(data_dir: DataDir = None, server: ServerUrl = None, token: Token 
 @device_app.command("list")
 def device_list(data_dir: DataDir = None, server: ServerUrl = None, token: Token = None) -> None:
     """List enrolled devices."""
-    rows = _call(data_dir, server, token, "GET", "/devices")
+    rows = api_call(data_dir, server, token, "GET", "/devices")
     table = Table("serial", "model", "status", "certificate", "expires", "last seen")
     for r in rows:
         _add_row(
@@ -216,7 +208,7 @@ def device_revoke(
     token: Token = None,
 ) -> None:
     """Revoke a device: it is refused on its next request; CRL and OCSP say so."""
-    body = _call(
+    body = api_call(
         data_dir, server, token, "POST", f"/devices/{serial}/revoke", json={"reason": reason}
     )
     console.print(
@@ -270,7 +262,9 @@ def audit_list(
     token: Token = None,
 ) -> None:
     """Show audit entries."""
-    rows = _call(data_dir, server, token, "GET", "/audit", params={"after": after, "limit": limit})
+    rows = api_call(
+        data_dir, server, token, "GET", "/audit", params={"after": after, "limit": limit}
+    )
     table = Table("seq", "at", "actor", "action", "target", "outcome")
     for r in rows:
         _add_row(

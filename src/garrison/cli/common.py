@@ -69,7 +69,8 @@ class ApiClient:
             timeout=60.0,
         )
 
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def call(self, method: str, path: str, *, raw: bool = False, **kwargs: Any) -> Any:
+        """The JSON answer (or, with ``raw``, the bytes); any HTTP error becomes an error."""
         try:
             response = self._client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
@@ -84,4 +85,14 @@ class ApiClient:
             raise GarrisonError(
                 f"{response.status_code}: {body.get('detail')}", hint=str(body.get("hint", ""))
             )
-        return response.json()
+        return response.content if raw else response.json()
+
+
+def api_call(
+    data_dir: Path | None, server: str | None, token: str | None, *args: Any, **kwargs: Any
+) -> Any:
+    """One admin API call; any failure becomes the CLI's error message and exit code 2."""
+    try:
+        return ApiClient(data_dir, server, token).call(*args, **kwargs)
+    except GarrisonError as exc:
+        raise fail(exc) from exc

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from garrison import __version__
-from garrison.cli import admin_cmds, agent_cmds, demo_cmd, fleet_cmds
+from garrison.cli import admin_cmds, agent_cmds, demo_cmd, fleet_cmds, release_cmds
 
 app = typer.Typer(
     help="Garrison: one chain of trust from the factory to devices in the field.",
@@ -20,6 +20,8 @@ app.add_typer(admin_cmds.batch_app, name="batch")
 app.add_typer(admin_cmds.device_app, name="device")
 app.add_typer(admin_cmds.audit_app, name="audit")
 app.add_typer(agent_cmds.agent_app, name="agent")
+app.add_typer(release_cmds.release_app, name="release")
+app.add_typer(release_cmds.manager_app, name="release-manager")
 
 
 @app.command()

@@ -1,0 +1,207 @@
+"""``garrison release`` and ``garrison release-manager``: releasing software under TUF."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from cryptography.hazmat.primitives import serialization
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+from rich.table import Table
+from rich.text import Text
+from securesystemslib.signer import CryptoSigner
+
+from garrison.cli.common import (
+    DataDir,
+    ServerUrl,
+    Token,
+    api_call,
+    console,
+    fail,
+    now,
+    resolve_data_dir,
+)
+from garrison.errors import GarrisonError
+from garrison.identity.keyref import KeySecrets, open_key
+from garrison.keys import generate_software_key, save_software_key
+
+release_app = typer.Typer(
+    help="Signed releases: propose, sign (k of n), list.", no_args_is_help=True
+)
+manager_app = typer.Typer(
+    help="Release managers' keys (needs the offline targets key).", no_args_is_help=True
+)
+
+PASSPHRASE_ENV = "GARRISON_RELEASE_KEY_PASSPHRASE"  # noqa: S105 (a variable name)
+
+KeyRef = Annotated[
+    str,
+    typer.Option(
+        "--key", help="Your release key: a PEM file (encrypted) or pkcs11:token=T;object=O"
+    ),
+]
+
+
+def _passphrase() -> bytes:
+    value = os.environ.get(PASSPHRASE_ENV)
+    if not value:
+        raise fail(GarrisonError(f"set {PASSPHRASE_ENV} to the passphrase of your release key"))
+    return value.encode()
+
+
+@manager_app.command("keygen")
+def keygen(
+    out: Annotated[Path, typer.Option(help="Private key file to create (encrypted)")],
+) -> None:
+    """Create a release manager's key pair; give the .pub file to whoever holds the targets key."""
+    if out.exists():
+        raise fail(GarrisonError(f"{out} exists; refusing to overwrite a key"))
+    key = generate_software_key("ecdsa-p256")
+    save_software_key(key, out, _passphrase())
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    out.with_suffix(".pub").write_bytes(public)
+    signer = CryptoSigner(key)
+    console.print(f"key {out} (public {out.with_suffix('.pub')}), keyid {signer.public_key.keyid}")
+
+
+@manager_app.command("set")
+def set_managers(
+    key: Annotated[
+        list[Path], typer.Option("--key", help="A release manager's public key (repeat)")
+    ],
+    threshold: Annotated[int, typer.Option(min=1, max=16, help="Signatures needed (k)")],
+    data_dir: DataDir = None,
+) -> None:
+    """Name exactly these release managers and the threshold, signed with the fleet's offline
+    targets key (run where that key is)."""
+    from garrison.identity.fleet import load_fleet
+    from garrison.store.database import Database
+    from garrison.updates.managers import configure_release_managers, public_key_from_pem
+
+    try:
+        fleet = load_fleet(resolve_data_dir(data_dir))
+        keys = [public_key_from_pem(path.read_bytes()) for path in key]
+        database = Database(fleet.database_url)
+        repo = configure_release_managers(fleet, database, keys, threshold, now())
+    except (GarrisonError, OSError) as exc:
+        raise fail(exc if isinstance(exc, GarrisonError) else GarrisonError(str(exc))) from exc
+    console.print(
+        f"{len(keys)} release manager key(s), threshold {threshold}; "
+        f"targets v{repo.targets.signed.version}, snapshot v{repo.snapshot.signed.version}"
+    )
+
+
+def _chunks(path: Path, progress: Progress) -> Iterator[bytes]:
+    task = progress.add_task("upload", total=path.stat().st_size)
+    with path.open("rb") as source:
+        while chunk := source.read(1024 * 1024):
+            progress.advance(task, len(chunk))
+            yield chunk
+
+
+@release_app.command("create")
+def create(
+    name: Annotated[str, typer.Option(help="Software name, e.g. gw-firmware")],
+    version: Annotated[str, typer.Option(help="Version, e.g. 1.2.0")],
+    hardware: Annotated[list[str], typer.Option(help="Compatible hardware model (repeat)")],
+    security_version: Annotated[int, typer.Option(min=0, help="Anti-rollback version")],
+    image: Annotated[Path, typer.Option(help="The image or package file")],
+    install: Annotated[str, typer.Option(help="image (A/B slot) or app (package)")] = "image",
+    health_check: Annotated[
+        list[str] | None, typer.Option(help="Command run after install; exit 0 = healthy (repeat)")
+    ] = None,
+    data_dir: DataDir = None,
+    server: ServerUrl = None,
+    token: Token = None,
+) -> None:
+    """Upload an artifact and propose it as a release; it publishes when k managers sign."""
+    with Progress(
+        *Progress.get_default_columns()[:1],
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=console,
+    ) as progress:
+        stored = api_call(
+            data_dir, server, token, "PUT", "/artifacts", content=_chunks(image, progress)
+        )
+    body = {
+        "name": name,
+        "version": version,
+        "hardware": hardware,
+        "security_version": security_version,
+        "install": install,
+        "health_checks": [check.split() for check in health_check or []],
+        "sha256": stored["sha256"],
+    }
+    release = api_call(data_dir, server, token, "POST", "/releases", json=body)
+    console.print(
+        f"release {release['id']} proposed: {release['target_path']} "
+        f"({stored['length']} bytes); {release['missing']} signature(s) needed"
+    )
+
+
+@release_app.command("sign")
+def sign(
+    release_id: int,
+    key: KeyRef,
+    pkcs11_module: Annotated[str, typer.Option(help="PKCS#11 module for a pkcs11: key")] = "",
+    data_dir: DataDir = None,
+    server: ServerUrl = None,
+    token: Token = None,
+) -> None:
+    """Sign a proposed release with your own key (on your machine) and send the signature."""
+    ref = key if key.startswith(("pkcs11:", "file:")) else f"file:{Path(key).resolve()}"
+    passphrase = os.environ.get(PASSPHRASE_ENV)
+    secrets = KeySecrets(
+        passphrase.encode() if passphrase else None,
+        pkcs11_module,
+        os.environ.get("GARRISON_PKCS11_PIN"),
+    )
+    try:
+        signer = CryptoSigner(open_key(ref, Path.cwd(), secrets))
+    except GarrisonError as exc:
+        raise fail(exc) from exc
+    client_call = api_call(
+        data_dir, server, token, "GET", f"/releases/{release_id}/payload", raw=True
+    )
+    signature = signer.sign(client_call)
+    release = api_call(
+        data_dir,
+        server,
+        token,
+        "POST",
+        f"/releases/{release_id}/signatures",
+        json={"keyid": signature.keyid, "signature": signature.signature},
+    )
+    state = release["state"]
+    more = "" if state == "published" else f"; {release['missing']} more signature(s) needed"
+    console.print(f"release {release_id} signed with key {signature.keyid[:16]}…: {state}{more}")
+
+
+@release_app.command("list")
+def list_releases(data_dir: DataDir = None, server: ServerUrl = None, token: Token = None) -> None:
+    """List releases with their signing state."""
+    rows = api_call(data_dir, server, token, "GET", "/releases")
+    table = Table("id", "target", "security", "state", "signatures", "missing")
+    for r in rows:
+        custom = r["custom"].get("garrison", {})
+        table.add_row(
+            *(
+                Text(str(v))
+                for v in (
+                    r["id"],
+                    r["target_path"],
+                    custom.get("security_version", ""),
+                    r["state"],
+                    r["signatures"],
+                    r["missing"],
+                )
+            )
+        )
+    console.print(table)
