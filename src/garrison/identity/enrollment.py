@@ -4,7 +4,7 @@ with the current certificate. Every issuance and every refusal is audited."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ from garrison.identity.certificates import (
     serial_hex,
 )
 from garrison.identity.devices import DeviceIdentity
+from garrison.identity.group_commit import GroupCommitter
 from garrison.identity.revocation import invalidate_crl
 from garrison.pki.authority import Authority
 from garrison.pki.csr import CheckedCsr, check_csr, decode_est_body, require_identity
@@ -134,6 +135,7 @@ class EnrollmentService:
         self._ca = issuing
         self._profile = profile
         self._clock = clock
+        self._committer = GroupCommitter(self)
         self._cacerts = pkcs7.serialize_certificates(
             [issuing.certificate, root], serialization.Encoding.DER
         )
@@ -153,15 +155,25 @@ class EnrollmentService:
         shares (the batch counter, the audit head) are touched last, to keep the time their
         locks are held short.
         """
-        now = self._clock()
         check_serial(serial)
         checked = check_csr(decode_est_body(body))
         require_identity(checked, serial, device_uri(serial))
+        return self.enroll_checked(serial, token_digest(token), checked)
+
+    def enroll_async(self, serial: str, token: str, body: bytes) -> Awaitable[Issued]:
+        """:meth:`enroll`, group-committed by this process's writer thread (to be awaited
+        on the running event loop)."""
+        return self._committer.submit(serial, token, body)
+
+    def close(self) -> None:
+        self._committer.stop()
+
+    def enroll_checked(self, serial: str, digest: str, checked: CheckedCsr) -> Issued:
+        """:meth:`enroll` after the checks that need no database."""
+        now = self._clock()
         try:
             with self._db.write() as conn:
-                row = conn.execute(
-                    _TOKEN_FACTS, {"digest": token_digest(token), "serial": serial}
-                ).first()
+                row = conn.execute(_TOKEN_FACTS, {"digest": digest, "serial": serial}).first()
                 return self._issue_first(conn, serial, row, checked, now, "est.simpleenroll")
         except IntegrityError:
             # The device row's unique serial caught a concurrent enrollment of this serial.

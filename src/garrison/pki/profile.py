@@ -34,48 +34,39 @@ def device_uri(serial: str) -> str:
     return DEVICE_URI_PREFIX + serial
 
 
-def issue_device_certificate(
-    ca: Authority,
-    public_key: PublicKey,
-    device_serial: str,
-    profile: DeviceProfile,
-    now: dt.datetime,
-) -> x509.Certificate:
-    """An end-entity client certificate binding ``public_key`` to ``device_serial``."""
-    organization = ca.certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
-    subject = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, str(organization[0].value)),
-            x509.NameAttribute(NameOID.SERIAL_NUMBER, device_serial),
-            x509.NameAttribute(NameOID.COMMON_NAME, device_serial),
-        ]
-    )
-    not_after = min(now + profile.lifetime, ca.certificate.not_valid_after_utc)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(ca.certificate.subject)
-        .public_key(public_key)
-        .serial_number(new_serial())
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
-        .add_extension(
-            key_usage(ca=False),
-            True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.UniformResourceIdentifier(device_uri(device_serial))]
-            ),
-            False,
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), False
-        )
-        .add_extension(
-            x509.CRLDistributionPoints(
+@dataclass(frozen=True)
+class _FixedParts:
+    """What every device certificate of one CA and profile shares."""
+
+    organization: str
+    issuer: x509.Name
+    ca_not_after: dt.datetime
+    basic_constraints: x509.BasicConstraints
+    key_usage: x509.KeyUsage
+    eku: x509.ExtendedKeyUsage
+    aki: x509.AuthorityKeyIdentifier
+    crl_dp: x509.CRLDistributionPoints
+    aia: x509.AuthorityInformationAccess
+
+
+# Built once per (CA certificate, profile): rebuilding them cost as much as the signature.
+_FIXED: dict[tuple[x509.Certificate, DeviceProfile], _FixedParts] = {}
+
+
+def _fixed_parts(ca: Authority, profile: DeviceProfile) -> _FixedParts:
+    key = (ca.certificate, profile)
+    parts = _FIXED.get(key)
+    if parts is None:
+        organization = ca.certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+        parts = _FixedParts(
+            organization=str(organization[0].value),
+            issuer=ca.certificate.subject,
+            ca_not_after=ca.certificate.not_valid_after_utc,
+            basic_constraints=x509.BasicConstraints(ca=False, path_length=None),
+            key_usage=key_usage(ca=False),
+            eku=x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
+            aki=x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
+            crl_dp=x509.CRLDistributionPoints(
                 [
                     x509.DistributionPoint(
                         full_name=[x509.UniformResourceIdentifier(profile.crl_url)],
@@ -85,10 +76,7 @@ def issue_device_certificate(
                     )
                 ]
             ),
-            False,
-        )
-        .add_extension(
-            x509.AuthorityInformationAccess(
+            aia=x509.AuthorityInformationAccess(
                 [
                     x509.AccessDescription(
                         AuthorityInformationAccessOID.OCSP,
@@ -96,7 +84,49 @@ def issue_device_certificate(
                     )
                 ]
             ),
+        )
+        if len(_FIXED) > 64:
+            _FIXED.clear()
+        _FIXED[key] = parts
+    return parts
+
+
+def issue_device_certificate(
+    ca: Authority,
+    public_key: PublicKey,
+    device_serial: str,
+    profile: DeviceProfile,
+    now: dt.datetime,
+) -> x509.Certificate:
+    """An end-entity client certificate binding ``public_key`` to ``device_serial``."""
+    fixed = _fixed_parts(ca, profile)
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, fixed.organization),
+            x509.NameAttribute(NameOID.SERIAL_NUMBER, device_serial),
+            x509.NameAttribute(NameOID.COMMON_NAME, device_serial),
+        ]
+    )
+    not_after = min(now + profile.lifetime, fixed.ca_not_after)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(fixed.issuer)
+        .public_key(public_key)
+        .serial_number(new_serial())
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(not_after)
+        .add_extension(fixed.basic_constraints, True)
+        .add_extension(fixed.key_usage, True)
+        .add_extension(fixed.eku, False)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier(device_uri(device_serial))]
+            ),
             False,
         )
+        .add_extension(fixed.aki, False)
+        .add_extension(fixed.crl_dp, False)
+        .add_extension(fixed.aia, False)
     )
     return builder.sign(ca.key, signature_hash(ca.key))

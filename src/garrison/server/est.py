@@ -9,11 +9,21 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope, Send
 
+from garrison.errors import GarrisonError
 from garrison.pki.csr import MAX_CSR_BYTES
-from garrison.server.context import CurrentDevice, Plane, basic_credentials, read_body
-from garrison.server.errors import HttpError
+from garrison.server.context import (
+    ControlPlane,
+    CurrentDevice,
+    Plane,
+    basic_credentials,
+    read_body,
+)
+from garrison.server.errors import HttpError, garrison_error_handler
 from garrison.server.tls import client_certificate
+
+ENROLL_PATH = "/.well-known/est/simpleenroll"
 
 router = APIRouter(prefix="/.well-known/est", tags=["EST (RFC 7030)"])
 
@@ -84,6 +94,12 @@ async def csrattrs() -> Response:
     name="est.enroll",
 )
 async def simpleenroll(request: Request, cp: Plane) -> Response:
+    return await _enroll(request, cp)
+
+
+async def _enroll(request: Request, cp: ControlPlane) -> Response:
+    """The body of ``/simpleenroll``, shared by the FastAPI route (which documents it) and
+    :func:`serve_simpleenroll` (which serves it)."""
     idevid = client_certificate(request.scope)
     if idevid is not None and "authorization" not in request.headers:
         # A manufacturer-issued IDevID (RFC 7030 section 3.3.2 client certificate).
@@ -95,9 +111,22 @@ async def simpleenroll(request: Request, cp: Plane) -> Response:
         serial, token = basic_credentials(request)
         _require_pkcs10(request)
         body = await read_body(request, MAX_CSR_BYTES)
-        issued = await run_in_threadpool(cp.enrollment.enroll, serial, token, body)
+        issued = await cp.enrollment.enroll_async(serial, token, body)
     der = pkcs7.serialize_certificates([issued.certificate], serialization.Encoding.DER)
     return _base64_response(der, PKCS7_CERTS_ONLY)
+
+
+async def serve_simpleenroll(scope: Scope, receive: Receive, send: Send) -> None:
+    """``POST /simpleenroll`` straight from the application's entry point: no middleware,
+    routing or dependency solving; refusals go through the same error boundary."""
+    request = Request(scope, receive)
+    request.state.audit_action = "est.enroll"
+    cp = scope["app"].state.control_plane
+    try:
+        response = await _enroll(request, cp)
+    except GarrisonError as exc:
+        response = await garrison_error_handler(request, exc)
+    await response(scope, receive, send)
 
 
 @router.post(
