@@ -262,11 +262,15 @@ class GroupCommitter:
                     outcomes.append((job, None, exc))
                     continue
                 assert row is not None and job.checked is not None
+                try:
+                    cert = issue_device_certificate(
+                        service._ca, job.checked.public_key, job.serial, service._profile, now
+                    )
+                except Exception as exc:  # a signing failure fails this job, not the group
+                    outcomes.append((job, None, exc))
+                    continue
                 auth_ids.add(row.id)
                 pending[row.batch_id] = pending.get(row.batch_id, 0) + 1
-                cert = issue_device_certificate(
-                    service._ca, job.checked.public_key, job.serial, service._profile, now
-                )
                 planned.append(_Planned(job, row.id, row.batch_id, row.model, cert))
             if planned:
                 self._write(conn, planned, pending, now)
