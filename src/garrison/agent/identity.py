@@ -37,6 +37,8 @@ class AgentConfig:
     key_store: str = "file"  # "file" or "pkcs11:token=...;object=..."
     pkcs11_module: str = ""
     renew_fraction: float = 0.66
+    hardware: str = ""  # the hardware model releases must name (custom.garrison.hardware)
+    device_dir: str = ""  # the simulated A/B device; "" = STATE/device
 
 
 @dataclass(frozen=True)

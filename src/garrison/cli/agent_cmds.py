@@ -1,4 +1,4 @@
-"""``garrison agent``: the device side."""
+"""``garrison agent``: the device side (identity, check-in, signed updates)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,22 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferSpeedColumn
 
 from garrison.agent.agent import Agent
 from garrison.agent.identity import AgentConfig, StateDir
 from garrison.cli.common import console, fail
 from garrison.errors import GarrisonError
+from garrison.updates.client import InstallResult, UpdateClient, rollback_device
+from garrison.updates.device_state import (
+    UpdateState,
+    check_tuf_root,
+    fetch_initial_root,
+    provision_updates,
+)
 
 agent_app = typer.Typer(
-    help="The device agent: enrollment, check-in, renewal.", no_args_is_help=True
+    help="The device agent: enrollment, check-in, renewal, signed updates.", no_args_is_help=True
 )
 
 State = Annotated[
@@ -40,22 +48,46 @@ def enroll(
         str, typer.Option(help="'file' (encrypted) or 'pkcs11:token=LABEL;object=NAME'")
     ] = "file",
     pkcs11_module: Annotated[str, typer.Option(help="PKCS#11 module for a pkcs11: key store")] = "",
+    tuf_root: Annotated[
+        Path | None,
+        typer.Option(
+            help="The fleet's TUF root (pki/tuf-root.json), given at provisioning "
+            "[default: fetched once now, over TLS pinned to --fleet-root]"
+        ),
+    ] = None,
+    hardware: Annotated[
+        str, typer.Option(help="This device's hardware model (releases must name it)")
+    ] = "",
+    device_dir: Annotated[
+        Path | None, typer.Option(help="The simulated A/B device [default: STATE/device]")
+    ] = None,
 ) -> None:
-    """Generate this device's key, enroll over EST with the factory token, store the identity."""
+    """Generate this device's key, enroll over EST with the factory token, store the identity
+    and the fleet's TUF root (the trust anchor of every update)."""
     config = AgentConfig(
         serial=serial,
         server_url=server.rstrip("/"),
         key_store=key_store,
         pkcs11_module=pkcs11_module,
+        hardware=hardware,
+        device_dir=str(device_dir.resolve()) if device_dir is not None else "",
     )
     try:
-        identity = Agent(StateDir(state)).enroll(config, token, fleet_root.read_bytes())
+        if tuf_root is not None:
+            root_bytes = tuf_root.read_bytes()
+            check_tuf_root(root_bytes)
+        else:
+            root_bytes = fetch_initial_root(config.server_url, fleet_root)
+        sd = StateDir(state)
+        identity = Agent(sd).enroll(config, token, fleet_root.read_bytes())
+        updates = provision_updates(sd, config, root_bytes)
     except (GarrisonError, OSError) as exc:
         raise fail(exc if isinstance(exc, GarrisonError) else GarrisonError(str(exc))) from exc
     cert = identity.certificate
     console.print(
         f"[green]enrolled[/] {serial}: certificate {cert.serial_number:x}, "
-        f"valid until {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+        f"valid until {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC; "
+        f"device {updates.device_dir}"
     )
 
 
@@ -99,7 +131,7 @@ def renew(state: State) -> None:
 
 @agent_app.command("status")
 def status(state: State) -> None:
-    """Show this device's identity."""
+    """Show this device's identity and its A/B slots (versions, states, security floor)."""
     sd = StateDir(state)
     try:
         config = sd.load_config()
@@ -109,11 +141,121 @@ def status(state: State) -> None:
     console.print(f"serial      {config.serial}\nserver      {config.server_url}")
     if identity is None:
         console.print("identity    none (not enrolled)")
+    else:
+        cert = identity.certificate
+        console.print(f"certificate {cert.serial_number:x} (generation {identity.generation})")
+        console.print(
+            f"valid       {cert.not_valid_before_utc:%Y-%m-%d %H:%M} .. "
+            f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+        )
+        console.print(f"key         {identity.key_ref}")
+    _print_device(sd, config)
+
+
+def _print_device(sd: StateDir, config: AgentConfig) -> None:
+    updates = UpdateState.of(sd, config)
+    console.print(f"hardware    {config.hardware or '(not set)'}")
+    try:
+        env = updates.device().load_env()
+    except GarrisonError:
+        console.print(f"device      none at {updates.device_dir}")
         return
-    cert = identity.certificate
-    console.print(f"certificate {cert.serial_number:x} (generation {identity.generation})")
-    console.print(
-        f"valid       {cert.not_valid_before_utc:%Y-%m-%d %H:%M} .. "
-        f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
-    )
-    console.print(f"key         {identity.key_ref}")
+    console.print(f"device      {updates.device_dir}")
+    for slot, info in sorted(env.slots.items()):
+        if info is None:
+            line = "empty"
+        else:
+            line = f"{info.version} (security {info.security_version}, {info.state})"
+        marks = [m for m, s in (("active", env.active), ("on trial", env.trying)) if s == slot]
+        console.print(f"slot {slot}      {line}{' — ' + ', '.join(marks) if marks else ''}")
+    console.print(f"floor       security version {env.security_floor}")
+    console.print(f"last event  {env.last_event}")
+
+
+class _DownloadBar:
+    """A Rich progress bar fed by the update client's (done, total) callback; shown only
+    once a download starts."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            *Progress.get_default_columns()[:1],
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=console,
+        )
+        self.task: TaskID | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.task is None:
+            self.progress.start()
+            self.task = self.progress.add_task("download", total=total)
+        self.progress.update(self.task, completed=done)
+
+    def __enter__(self) -> _DownloadBar:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.progress.stop()
+
+
+def _report(result: InstallResult | None) -> None:
+    if result is None:
+        console.print("no release for this device")
+        return
+    if result.outcome == "current":
+        console.print(f"up to date: {result.version} already runs")
+    elif result.outcome == "committed":
+        console.print(f"[green]updated[/]: {result.version} runs and is committed")
+    else:
+        console.print(
+            f"[yellow]{result.outcome}[/]: {result.version} runs; {result.event}"
+            + (f" (health: {result.health})" if result.health else "")
+        )
+
+
+@agent_app.command("update")
+def update(
+    state: State,
+    target: Annotated[
+        str | None,
+        typer.Option(help="TUF target path [default: the release the control plane offers]"),
+    ] = None,
+) -> None:
+    """Verify (TUF, mTLS), download (resumable) and install a release; the device boots it,
+    runs its health checks, and commits or returns to the previous version by itself."""
+    try:
+        with UpdateClient.for_agent(StateDir(state)) as client, _DownloadBar() as bar:
+            result = client.update(target, progress=bar)
+    except GarrisonError as exc:
+        raise fail(exc) from exc
+    _report(result)
+
+
+@agent_app.command("install")
+def install(
+    state: State,
+    bundle: Annotated[Path, typer.Argument(help="An update bundle ('garrison release export')")],
+) -> None:
+    """Install an offline bundle, verified against this device's own TUF trust: no network."""
+    try:
+        with UpdateClient.for_bundle(StateDir(state), bundle) as client, _DownloadBar() as bar:
+            result = client.update(progress=bar)
+    except GarrisonError as exc:
+        raise fail(exc) from exc
+    _report(result)
+
+
+@agent_app.command("rollback")
+def rollback(state: State) -> None:
+    """Return to the previous good version (local operator fallback, no network); refused
+    below the anti-rollback floor."""
+    sd = StateDir(state)
+    try:
+        result = rollback_device(UpdateState.of(sd, sd.load_config()))
+    except GarrisonError as exc:
+        raise fail(exc) from exc
+    if result.outcome == "committed":
+        console.print(f"[green]rolled back[/]: {result.version} runs and is committed")
+    else:
+        _report(result)

@@ -205,3 +205,39 @@ def list_releases(data_dir: DataDir = None, server: ServerUrl = None, token: Tok
             )
         )
     console.print(table)
+
+
+@release_app.command("export")
+def export(
+    target: Annotated[str, typer.Option(help="TUF target path, e.g. fw/1.2.0/fw-1.2.0.img")],
+    out: Annotated[Path, typer.Option(help="The bundle file to write")],
+    tuf_root: Annotated[
+        Path | None,
+        typer.Option(help="The fleet's TUF root [default: DATA_DIR/pki/tuf-root.json]"),
+    ] = None,
+    data_dir: DataDir = None,
+    server: ServerUrl = None,
+) -> None:
+    """Write one file (TUF metadata + artifact) for a site without a network; it is verified
+    here as a device would, and again by 'garrison agent install' against the device's trust."""
+    from garrison.settings import read_settings
+    from garrison.updates.export import export_bundle
+    from garrison.updates.fetchers import HttpsFetcher
+    from garrison.updates.tufclient import Repo
+
+    root = resolve_data_dir(data_dir)
+    try:
+        base = (server or read_settings(root).public_url).rstrip("/")
+        initial = (tuf_root or root / "pki" / "tuf-root.json").read_bytes()
+        fetcher = HttpsFetcher.pinned(root / "pki" / "root-ca.pem")
+        try:
+            repo = Repo(fetcher, f"{base}/tuf/metadata/", f"{base}/tuf/targets/")
+            exported = export_bundle(repo, initial, target, out, now())
+        finally:
+            fetcher.close()
+    except (GarrisonError, OSError) as exc:
+        raise fail(exc if isinstance(exc, GarrisonError) else GarrisonError(str(exc))) from exc
+    console.print(
+        f"exported {exported.target} ({exported.length} bytes, "
+        f"{exported.metadata_files} metadata files) to {out}"
+    )

@@ -150,3 +150,7 @@ class CheckInResult(Strict):
     certificate: str
     server_time: dt.datetime
     poll_seconds: int
+
+
+class UpdateOffer(Strict):
+    target: str = Field(description="TUF target path of the release to install")
