@@ -18,11 +18,12 @@ EXPECTED: dict[Role, set[Permission]] = {
         P.BATCHES_MANAGE,
         P.DEVICES_READ,
         P.DEVICES_REVOKE,
+        P.DEVICES_ROLLBACK,
         P.PKI_MANAGE,
         P.AUDIT_READ,
     },
     Role.RELEASE_MANAGER: {P.DEVICES_READ, P.RELEASES_MANAGE},
-    Role.OPERATOR: {P.DEVICES_READ},
+    Role.OPERATOR: {P.DEVICES_READ, P.DEVICES_ROLLBACK},
     Role.AUDITOR: {P.AUDIT_READ, P.DEVICES_READ},
     Role.MANUFACTURER: {P.BATCHES_READ_OWN},
 }
@@ -49,6 +50,7 @@ def test_role_and_permission_names() -> None:
         "audit.read",
         "pki.manage",
         "releases.manage",
+        "devices.rollback",
     }
     assert {
         P.PRINCIPALS_MANAGE,
@@ -56,6 +58,7 @@ def test_role_and_permission_names() -> None:
         P.DEVICES_REVOKE,
         P.PKI_MANAGE,
         P.RELEASES_MANAGE,
+        P.DEVICES_ROLLBACK,
     } == WRITE_PERMISSIONS
 
 

@@ -139,6 +139,12 @@ ENDPOINTS = [
         lambda s: ("/audit/verify", None),
     ),
     Endpoint(
+        "rollback-devices",
+        "POST",
+        frozenset({Permission.DEVICES_ROLLBACK}),
+        lambda s: ("/devices/rollback", {"model": "no-such-model"}),
+    ),
+    Endpoint(
         "list-releases",
         "GET",
         frozenset({Permission.RELEASES_MANAGE}),
@@ -169,6 +175,7 @@ MAY_CALL: dict[str, set[Role]] = {
     "read-audit": {OFFICER, AUDITOR},
     "verify-audit": {OFFICER, AUDITOR},
     "list-releases": {RELEASE},
+    "rollback-devices": {OFFICER, OPERATOR},
 }
 
 

@@ -29,6 +29,7 @@ class Permission(StrEnum):
     AUDIT_READ = "audit.read"
     PKI_MANAGE = "pki.manage"
     RELEASES_MANAGE = "releases.manage"
+    DEVICES_ROLLBACK = "devices.rollback"
 
 
 PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -38,12 +39,13 @@ PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.BATCHES_MANAGE,
             Permission.DEVICES_READ,
             Permission.DEVICES_REVOKE,
+            Permission.DEVICES_ROLLBACK,
             Permission.PKI_MANAGE,
             Permission.AUDIT_READ,
         }
     ),
     Role.RELEASE_MANAGER: frozenset({Permission.DEVICES_READ, Permission.RELEASES_MANAGE}),
-    Role.OPERATOR: frozenset({Permission.DEVICES_READ}),
+    Role.OPERATOR: frozenset({Permission.DEVICES_READ, Permission.DEVICES_ROLLBACK}),
     Role.AUDITOR: frozenset({Permission.AUDIT_READ, Permission.DEVICES_READ}),
     Role.MANUFACTURER: frozenset({Permission.BATCHES_READ_OWN}),
 }

@@ -216,6 +216,34 @@ def device_revoke(
     )
 
 
+@device_app.command("rollback")
+def device_rollback(
+    serial: Annotated[list[str] | None, typer.Argument(help="Device serials")] = None,
+    model: Annotated[str | None, typer.Option(help="Every active device of this model")] = None,
+    data_dir: DataDir = None,
+    server: ServerUrl = None,
+    token: Token = None,
+) -> None:
+    """Send devices back to their previous good version; they stay there (update hold)
+    until 'garrison device release-hold'."""
+    body = {"serials": serial or [], "model": model}
+    queued = api_call(data_dir, server, token, "POST", "/devices/rollback", json=body)
+    count = len(queued["devices"])
+    console.print(f"rollback queued for {count} device(s); they act on their next update run")
+
+
+@device_app.command("release-hold")
+def device_release_hold(
+    serial: str,
+    data_dir: DataDir = None,
+    server: ServerUrl = None,
+    token: Token = None,
+) -> None:
+    """Let a device that was sent back be offered releases again."""
+    api_call(data_dir, server, token, "POST", f"/devices/{serial}/release-hold", raw=True)
+    console.print(f"device {serial} may update again")
+
+
 @audit_app.command("verify")
 def audit_verify(
     data_dir: DataDir = None,

@@ -15,13 +15,19 @@ from garrison.agent.agent import Agent
 from garrison.agent.identity import AgentConfig, StateDir
 from garrison.cli.common import console, fail
 from garrison.errors import GarrisonError
-from garrison.updates.client import InstallResult, UpdateClient, rollback_device
+from garrison.updates.client import (
+    InstallResult,
+    UpdateClient,
+    rollback_device,
+    run_operator_command,
+)
 from garrison.updates.device_state import (
     UpdateState,
     check_tuf_root,
     fetch_initial_root,
     provision_updates,
 )
+from garrison.updates.fetchers import device_channel
 
 agent_app = typer.Typer(
     help="The device agent: enrollment, check-in, renewal, signed updates.", no_args_is_help=True
@@ -224,8 +230,16 @@ def update(
 ) -> None:
     """Verify (TUF, mTLS), download (resumable) and install a release; the device boots it,
     runs its health checks, and commits or returns to the previous version by itself."""
+    sd = StateDir(state)
     try:
-        with UpdateClient.for_agent(StateDir(state)) as client, _DownloadBar() as bar:
+        if target is None:  # an operator's command (a rollback) comes before any update
+            config = sd.load_config()
+            with device_channel(sd, config) as http:
+                done = run_operator_command(http, UpdateState.of(sd, config))
+            if done is not None:
+                console.print(f"operator rollback: {done.outcome}, {done.version} runs")
+                return
+        with UpdateClient.for_agent(sd) as client, _DownloadBar() as bar:
             result = client.update(target, progress=bar)
     except GarrisonError as exc:
         raise fail(exc) from exc

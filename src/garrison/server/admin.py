@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
@@ -20,12 +20,14 @@ from garrison.server.context import (
     Caller,
     DeviceReader,
     DeviceRevoker,
+    DeviceRollback,
     Plane,
     PrincipalsManager,
     trust_manufacturer_ca,
 )
 from garrison.store.audit_log import append_audit, read_audit, verify_stored_chain
 from garrison.store.tables import principals as principals_table
+from garrison.updates.commands import release_hold, request_rollback
 
 router = APIRouter(prefix="/api/v1", tags=["admin"])
 
@@ -267,3 +269,31 @@ async def disable(name: str, cp: Plane, principal: PrincipalsManager) -> schemas
             return found.role
 
     return schemas.PrincipalPublic(name=name, role=await run_in_threadpool(run))
+
+
+@router.post("/devices/rollback", response_model=schemas.RollbackQueued, name="device.rollback")
+async def rollback(
+    body: schemas.RollbackRequest, cp: Plane, principal: DeviceRollback
+) -> schemas.RollbackQueued:
+    """Send devices (by serial, or every device of a model) back to their previous good
+    version; they stay there (update hold) until released."""
+
+    def run() -> list[str]:
+        with cp.database.write() as conn:
+            return request_rollback(
+                conn, body.serials, body.model, f"principal:{principal.name}", cp.now()
+            )
+
+    return schemas.RollbackQueued(devices=await run_in_threadpool(run))
+
+
+@router.post("/devices/{serial}/release-hold", status_code=204, name="device.release-hold")
+async def release(serial: str, cp: Plane, principal: DeviceRollback) -> Response:
+    """Let a device that was sent back be offered releases again."""
+
+    def run() -> None:
+        with cp.database.write() as conn:
+            release_hold(conn, serial, f"principal:{principal.name}", cp.now())
+
+    await run_in_threadpool(run)
+    return Response(status_code=204)

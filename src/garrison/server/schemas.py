@@ -154,3 +154,22 @@ class CheckInResult(Strict):
 
 class UpdateOffer(Strict):
     target: str = Field(description="TUF target path of the release to install")
+
+
+class DeviceCommand(Strict):
+    id: int
+    action: str
+
+
+class CommandResult(Strict):
+    outcome: str = Field(max_length=32, description="committed, rolled-back, refused or failed")
+    detail: str = Field(default="", max_length=300)
+
+
+class RollbackRequest(Strict):
+    serials: list[str] = Field(default_factory=list, max_length=10_000)
+    model: str | None = Field(default=None, max_length=64, description="every device of a model")
+
+
+class RollbackQueued(Strict):
+    devices: list[str]

@@ -94,6 +94,7 @@ devices = Table(
     Column("last_seen_at", UtcDateTime, nullable=True),
     Column("current_cert", String(42), nullable=True),
     Column("retire_pending", Boolean, nullable=False, default=False),
+    Column("update_hold", Boolean, nullable=False, default=False),
 )
 
 certificates = Table(
@@ -166,4 +167,17 @@ releases = Table(
     Column("created_by", String(64), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("published_at", UtcDateTime, nullable=True),
+)
+
+device_commands = Table(
+    "device_commands",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("device_id", Integer, ForeignKey("devices.id"), nullable=False, index=True),
+    Column("action", String(16), nullable=False),
+    Column("requested_by", String(128), nullable=False),
+    Column("requested_at", UtcDateTime, nullable=False),
+    Column("done_at", UtcDateTime, nullable=True),
+    Column("outcome", String(32), nullable=True),
+    Column("detail", String(300), nullable=True),
 )

@@ -50,6 +50,7 @@ import httpx
 from tuf.api.metadata import TargetFile
 
 from garrison.agent.identity import StateDir
+from garrison.errors import GarrisonError
 from garrison.updates import apps, bootenv
 from garrison.updates.bootenv import RollbackUnavailable, SlotInfo, UpdateStateError
 from garrison.updates.bundle import (
@@ -360,6 +361,41 @@ def fetch_offer(client: httpx.Client) -> str | None:
     if not isinstance(target, str) or not target:
         raise UpdateUnavailable("the control plane's answer names no target")
     return target
+
+
+def run_operator_command(
+    http: httpx.Client, state: UpdateState, checkpoint: Checkpoint = no_checkpoint
+) -> InstallResult | None:
+    """Carry out the command an operator left for this device (``GET /device/v1/commands``)
+    and report the outcome; None when there is none."""
+    try:
+        response = http.get("/device/v1/commands")
+    except httpx.HTTPError as exc:
+        raise UpdateUnavailable(f"cannot reach the control plane: {exc}") from exc
+    if response.status_code == 204:
+        return None
+    if response.status_code != 200:
+        raise UpdateUnavailable(f"the control plane refused ({response.status_code})")
+    command = response.json()
+    if command.get("action") != "rollback":
+        outcome, detail, result = "refused", f"unknown action {command.get('action')!r}", None
+    else:
+        try:
+            result = rollback_device(state, checkpoint)
+            outcome, detail = result.outcome, result.event
+        except GarrisonError as exc:
+            outcome, detail, result = "refused", str(exc), None
+    try:
+        http.post(
+            f"/device/v1/commands/{int(command['id'])}",
+            json={
+                "outcome": outcome if outcome in ("committed", "rolled-back") else "refused",
+                "detail": detail[:300],
+            },
+        )
+    except httpx.HTTPError as exc:
+        raise UpdateUnavailable(f"cannot report the rollback: {exc}") from exc
+    return result
 
 
 def rollback_device(state: UpdateState, checkpoint: Checkpoint = no_checkpoint) -> InstallResult:
