@@ -22,6 +22,7 @@ app.add_typer(admin_cmds.audit_app, name="audit")
 app.add_typer(agent_cmds.agent_app, name="agent")
 app.add_typer(release_cmds.release_app, name="release")
 app.add_typer(release_cmds.manager_app, name="release-manager")
+app.add_typer(release_cmds.tuf_app, name="tuf")
 
 
 @app.command()

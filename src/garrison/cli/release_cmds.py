@@ -241,3 +241,37 @@ def export(
         f"exported {exported.target} ({exported.length} bytes, "
         f"{exported.metadata_files} metadata files) to {out}"
     )
+
+
+tuf_app = typer.Typer(
+    help="The update repository's own keys (offline operations).", no_args_is_help=True
+)
+
+
+@tuf_app.command("rotate-root")
+def rotate_root(
+    new_key: Annotated[
+        str | None,
+        typer.Option(help="Reference of the new root key [default: a new encrypted file]"),
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Replace the TUF root key: the new root is signed by the old key and the new one, so
+    devices follow it on their next refresh. Run where the old root key is."""
+    from garrison.identity.fleet import load_fleet
+    from garrison.store.database import Database
+    from garrison.updates.rotation import rotate_root_key
+
+    stamp = now().strftime("%Y%m%d%H%M%S")
+    ref = new_key or f"file:keys/tuf-root-{stamp}.key.pem"
+    try:
+        fleet = load_fleet(resolve_data_dir(data_dir))
+        database = Database(fleet.database_url)
+        repo = rotate_root_key(fleet, database, ref, now())
+        database.dispose()
+    except GarrisonError as exc:
+        raise fail(exc) from exc
+    console.print(
+        f"root v{repo.root.signed.version} published, signed by the old and the new key; "
+        f"new root key {ref} (keep the old key until every device has refreshed, then destroy it)"
+    )

@@ -16,6 +16,7 @@ Nothing here touches disk, network or the clock: the time is passed in.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -162,6 +163,41 @@ def due_for_refresh(
 ) -> bool:
     """Whether less than half of the role's validity is left."""
     return md.signed.expires - now <= EXPIRY[role] / 2
+
+
+# -- root rotation (needs the old and the new root keys) ------------------------------------
+
+
+def rotate_root(
+    repo: Repository,
+    old_signers: Sequence[Signer],
+    new_signers: Sequence[Signer],
+    now: dt.datetime,
+) -> Metadata[Root]:
+    """The next root version, trusting ``new_signers`` as root keys (threshold: all of them),
+    signed by the old root keys *and* the new ones, as TUF requires: a client holding the
+    old root accepts it only if the old threshold signed it, and the new root must be able
+    to verify itself. The other roles' keys stay as they are."""
+    if not new_signers:
+        raise InvalidRequest("a new root needs at least one key")
+    current = repo.root.signed
+    root = copy.deepcopy(current)  # never mutate the metadata we were given
+    root.version = current.version + 1
+    root.expires = _expires("root", now)
+    for keyid in list(root.roles["root"].keyids):
+        root.revoke_key(keyid, "root")
+    for signer in new_signers:
+        root.add_key(signer.public_key, "root")
+    root.roles["root"].threshold = len(new_signers)
+    md = Metadata(root)
+    for signer in [*old_signers, *new_signers]:
+        md.sign(signer, append=True)
+    try:
+        current.verify_delegate("root", md.signed_bytes, md.signatures)
+    except UnsignedMetadataError as exc:
+        raise PolicyError("the new root is not signed by the current root's threshold") from exc
+    root.verify_delegate("root", md.signed_bytes, md.signatures)
+    return md
 
 
 # -- release managers (needs the offline targets key) -----------------------------------
