@@ -28,8 +28,8 @@ from pathlib import Path
 
 import pytest
 
+from garrison.atomicfile import tmp_path as staged_name
 from garrison.updates import bootenv
-from garrison.updates.atomic import tmp_path as staged_name
 from garrison.updates.bootenv import SlotInfo
 from garrison.updates.installer import (
     FileSlotInstaller,

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from garrison.atomicfile import atomic_write
 from garrison.errors import KeyStoreError
 
 SigningKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
@@ -67,19 +67,6 @@ def load_software_key(path: Path, passphrase: bytes) -> SigningKey:
 
 
 def write_private_file(path: Path, data: bytes) -> None:
-    """Create or replace ``path`` with ``data``, mode 0600, via write-fsync-rename."""
+    """Create or replace ``path`` with ``data``, mode 0600, atomically (write, fsync, rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)  # a leftover of a crash may have other permissions
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    tmp.replace(path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    atomic_write(path, data, mode=0o600)

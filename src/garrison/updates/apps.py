@@ -37,7 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from garrison.updates.atomic import atomic_symlink, fsync_dir
+from garrison.atomicfile import atomic_symlink, fsync_dir
 from garrison.updates.bootenv import ImageVerificationFailed, RollbackUnavailable, UpdateError
 from garrison.updates.installer import Checkpoint, no_checkpoint
 

@@ -39,7 +39,7 @@ from typing import IO
 from tuf.api.exceptions import DownloadHTTPError
 from tuf.api.metadata import Metadata, Timestamp
 
-from garrison.updates.atomic import fsync_dir, tmp_path
+from garrison.atomicfile import fsync_dir, tmp_path
 from garrison.updates.bootenv import UpdateError
 from garrison.updates.fetchers import CHUNK, RangeFetcher
 

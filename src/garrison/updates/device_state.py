@@ -31,8 +31,8 @@ from tuf.api.metadata import Metadata, Root
 
 from garrison.agent.est_client import tls_context
 from garrison.agent.identity import AgentConfig, StateDir
+from garrison.atomicfile import atomic_write
 from garrison.errors import ConfigError, InvalidRequest
-from garrison.updates.atomic import atomic_write
 from garrison.updates.bootenv import SLOTS, BootEnv
 from garrison.updates.eligibility import Declaration
 from garrison.updates.installer import CommandCheck

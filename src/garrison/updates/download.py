@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from tuf.api.exceptions import DownloadError, DownloadHTTPError
 
-from garrison.updates.atomic import fsync_dir
+from garrison.atomicfile import fsync_dir
 from garrison.updates.bootenv import ImageVerificationFailed, UpdateError
 from garrison.updates.fetchers import RangeFetcher
 

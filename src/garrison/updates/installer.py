@@ -40,9 +40,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Literal, Protocol
 
+from garrison.atomicfile import fsync_dir
 from garrison.errors import InvalidRequest
 from garrison.updates import bootenv
-from garrison.updates.atomic import fsync_dir
 from garrison.updates.bootenv import SLOTS, ImageVerificationFailed, SlotInfo
 from garrison.updates.simdevice import BootResult, SimulatedDevice
 

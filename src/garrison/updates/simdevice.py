@@ -30,8 +30,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from garrison.atomicfile import atomic_write, fsync_dir
 from garrison.updates import bootenv
-from garrison.updates.atomic import atomic_write, fsync_dir
 from garrison.updates.bootenv import BootEnv, BootEnvCorrupt, SlotInfo, UpdateStateError
 
 READ_CHUNK = 1 << 20
