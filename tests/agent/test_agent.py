@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,6 +13,7 @@ from garrison.agent.agent import Agent, ChannelError
 from garrison.agent.est_client import EnrollmentFailed
 from garrison.agent.identity import AgentConfig, StateDir
 from garrison.errors import ConfigError, GarrisonError
+from garrison.keys import SigningKey
 from tests.conftest import Clock, Officer, RunningFleet, create_batch
 from tests.conftest_softhsm import SoftHsmToken
 
@@ -176,3 +178,56 @@ def test_a_failed_pkcs11_enrollment_can_be_retried(
         agent.enroll(config, "gst_wrong", served.root_ca.read_bytes())
     identity = agent.enroll(config, token, served.root_ca.read_bytes())
     assert identity.generation == 1 and identity.key_ref.startswith("pkcs11:")
+
+
+def _token_keys(softhsm_token: SoftHsmToken, prefix: str) -> list[str]:
+    """Labels of the public key objects in the token whose label starts with ``prefix``."""
+    import pkcs11
+    from pkcs11 import Attribute, ObjectClass
+
+    token = pkcs11.lib(softhsm_token.module_path).get_token(token_label=softhsm_token.token_label)
+    with token.open() as session:  # public objects need no login
+        labels = [
+            o[Attribute.LABEL]
+            for o in session.get_objects({Attribute.CLASS: ObjectClass.PUBLIC_KEY})
+        ]
+    return sorted(label for label in labels if label.startswith(prefix))
+
+
+@pytest.mark.softhsm
+def test_a_refused_pkcs11_renewal_leaves_no_key_in_the_token(
+    served: RunningFleet,
+    officer: Officer,
+    tmp_path: Path,
+    softhsm_token: SoftHsmToken,
+    pkcs11_key_label: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GARRISON_PKCS11_PIN", softhsm_token.pin)
+    batch = create_batch(served, officer, serials=["HW-3"])
+    token = batch["tokens"][0]["token"]  # type: ignore[index]
+    agent = Agent(StateDir(tmp_path / "HW-3"))
+    config = AgentConfig(
+        serial="HW-3",
+        server_url=served.url,
+        key_store=f"pkcs11:token={softhsm_token.token_label};object={pkcs11_key_label}",
+        pkcs11_module=softhsm_token.module_path,
+    )
+    opened = []
+    new_key = StateDir.new_key
+
+    def recording(state: StateDir, *args: Any) -> tuple[str, SigningKey]:
+        ref, key = new_key(state, *args)
+        opened.append(key)
+        return ref, key
+
+    monkeypatch.setattr(StateDir, "new_key", recording)
+    agent.enroll(config, token, served.root_ca.read_bytes())
+    assert len(opened) == 1 and "closed" in repr(opened[0])  # the token login is released
+    enrolled = _token_keys(softhsm_token, pkcs11_key_label)
+    assert len(enrolled) == 1
+    for _ in range(3):  # the agent retries; every attempt is refused before a key is made
+        with pytest.raises(ConfigError, match="PKCS#11"):
+            agent.renew()
+    assert _token_keys(softhsm_token, pkcs11_key_label) == enrolled
+    assert not (agent.state.root / "gen-2").exists()

@@ -17,6 +17,7 @@ from garrison.agent.identity import AgentConfig, Identity, StateDir, verify_issu
 from garrison.agent.renewal import backoff, renewal_due
 from garrison.errors import ConfigError, GarrisonError
 from garrison.factory.policy import check_serial
+from garrison.keys.pkcs11 import closing_key
 
 Clock = Callable[[], dt.datetime]
 log = logging.getLogger("garrison.agent")
@@ -58,10 +59,11 @@ class Agent:
         self.state.save_config(config, fleet_root_pem)
         if config.key_store == "file":
             self.state.ensure_passphrase()
-        key_ref, key = self.state.new_key(config, 1)
         with self._client(config) as client:
-            issued = enroll(client, config.serial, token, build_csr(key, config.serial))
-            chain = self._verified_chain(client, issued[0], key)
+            key_ref, key = self.state.new_key(config, 1)
+            with closing_key(key):
+                issued = enroll(client, config.serial, token, build_csr(key, config.serial))
+                chain = self._verified_chain(client, issued[0], key)
         return self.state.commit(1, key_ref, chain)
 
     def _verified_chain(
@@ -127,10 +129,13 @@ class Agent:
         config = self.state.load_config()
         current = self._require_identity()
         generation = current.generation + 1
-        key_ref, key = self.state.new_key(config, generation)
+        # The channel first: an identity it refuses (a key in a PKCS#11 token) must not cost
+        # a new key object in the token on every attempt.
         with self._client(config, current) as client:
-            issued = reenroll(client, build_csr(key, config.serial))
-            chain = self._verified_chain(client, issued[0], key)
+            key_ref, key = self.state.new_key(config, generation)
+            with closing_key(key):
+                issued = reenroll(client, build_csr(key, config.serial))
+                chain = self._verified_chain(client, issued[0], key)
         identity = self.state.commit(generation, key_ref, chain)
         self.check_in()  # first use of the new certificate retires the old one server-side
         self.state.prune(keep=generation)

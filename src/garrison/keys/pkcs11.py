@@ -37,10 +37,11 @@ import hmac
 import os
 import re
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NoReturn, Self
+from typing import Any, NoReturn, Self, TypeVar
 from urllib.parse import quote, unquote
 
 import pkcs11
@@ -56,6 +57,7 @@ from garrison.errors import KeyStoreError
 __all__ = [
     "Pkcs11EcKey",
     "Pkcs11Ref",
+    "closing_key",
     "format_pkcs11_uri",
     "generate_pkcs11_key",
     "open_pkcs11_key",
@@ -438,6 +440,20 @@ class Pkcs11EcKey(ec.EllipticCurvePrivateKey):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+K = TypeVar("K")
+
+
+@contextlib.contextmanager
+def closing_key(key: K) -> Iterator[K]:
+    """``key`` for the length of a ``with`` block, closed at its end if it lives in a token
+    (a software key holds nothing to release)."""
+    try:
+        yield key
+    finally:
+        if isinstance(key, Pkcs11EcKey):
+            key.close()
 
 
 def _digest(data: Buffer, signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
