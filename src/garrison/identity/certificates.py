@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -42,26 +43,28 @@ class CertRecord:
 _INSERT = certificates.insert()
 
 
+def certificate_row(device_id: int, cert: x509.Certificate, now: dt.datetime) -> dict[str, Any]:
+    """The ``certificates`` row recording ``cert``, issued to ``device_id`` at ``now``."""
+    der = cert.public_bytes(serialization.Encoding.DER)
+    return {
+        "serial_hex": serial_hex(cert.serial_number),
+        "device_id": device_id,
+        "fingerprint": fingerprint(der),
+        "not_before": cert.not_valid_before_utc,
+        "not_after": cert.not_valid_after_utc,
+        "issued_at": now,
+        "status": VALID,
+        "der": der,
+    }
+
+
 def record_certificate(
     conn: Connection, device_id: int, cert: x509.Certificate, now: dt.datetime
 ) -> str:
     """Store an issued certificate; return its serial (hex)."""
-    der = cert.public_bytes(serialization.Encoding.DER)
-    serial = serial_hex(cert.serial_number)
-    conn.execute(
-        _INSERT,
-        {
-            "serial_hex": serial,
-            "device_id": device_id,
-            "fingerprint": fingerprint(der),
-            "not_before": cert.not_valid_before_utc,
-            "not_after": cert.not_valid_after_utc,
-            "issued_at": now,
-            "status": VALID,
-            "der": der,
-        },
-    )
-    return serial
+    row = certificate_row(device_id, cert, now)
+    conn.execute(_INSERT, row)
+    return str(row["serial_hex"])
 
 
 _SELECT = select(

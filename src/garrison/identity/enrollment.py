@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
-from sqlalchemy import Connection, Row, and_, bindparam, or_, select, update
+from sqlalchemy import Connection, update
 from sqlalchemy.exc import IntegrityError
 
 from garrison.errors import EnrollmentRefused, PolicyError
-from garrison.factory.policy import BatchFacts, TokenFacts, check_serial, decide_enrollment
+from garrison.factory.policy import check_serial
 from garrison.factory.tokens import token_digest
 from garrison.identity.certificates import (
     REVOKED,
@@ -26,98 +24,34 @@ from garrison.identity.certificates import (
 )
 from garrison.identity.devices import DeviceIdentity
 from garrison.identity.group_commit import GroupCommitter
+from garrison.identity.issuance import (
+    CONSUME_TOKEN,
+    COUNT_ISSUANCES,
+    IDEVID_BATCHES,
+    IDEVID_FACTS,
+    INSERT_DEVICE,
+    TOKEN_FACTS,
+    FactsRow,
+    Issued,
+    check_device_csr,
+    decide_first_issuance,
+    device_row,
+    issuance_audit,
+)
 from garrison.identity.revocation import invalidate_crl
 from garrison.pki.authority import Authority
-from garrison.pki.csr import CheckedCsr, check_csr, decode_est_body, require_identity
+from garrison.pki.csr import CheckedCsr
 from garrison.pki.idevid import idevid_serial, issuer_key, verify_idevid
-from garrison.pki.profile import DeviceProfile, device_uri, issue_device_certificate
-from garrison.store.audit_log import append_audit
+from garrison.pki.profile import DeviceIssuer, DeviceProfile
+from garrison.store.audit_log import append_audit, append_audit_many
 from garrison.store.database import Database
-from garrison.store.tables import authorizations, batches, certificates, devices
+from garrison.store.tables import certificates, devices
 
 Clock = Callable[[], dt.datetime]
-
-# The hot path's statements, built once: constructing SQLAlchemy statements per request
-# cost more than the signature and the database work together.
-_FACTS = select(
-    authorizations.c.id,
-    authorizations.c.serial,
-    authorizations.c.used_at,
-    batches.c.id.label("batch_id"),
-    batches.c.expires_at,
-    batches.c.quota,
-    batches.c.issued,
-    batches.c.closed,
-    batches.c.model,
-    select(devices.c.id)
-    .where(devices.c.serial == bindparam("serial"))
-    .scalar_subquery()
-    .label("enrolled"),
-    select(authorizations.c.id)
-    .where(authorizations.c.serial == bindparam("serial"))
-    .scalar_subquery()
-    .label("reserved_by"),
-).join(batches, batches.c.id == authorizations.c.batch_id)
-_TOKEN_FACTS = _FACTS.where(authorizations.c.token_digest == bindparam("digest"))
-# An IDevID batch's slot for this serial: its allow-list entry, else an unbound quota slot.
-# An IDevID's slot among the batches that registered its manufacturer CA: its allow-list
-# entry if any, else a free quota slot; rows other requests hold are skipped (PostgreSQL),
-# so concurrent enrollments take different slots instead of colliding.
-_IDEVID_FACTS = (
-    _FACTS.where(
-        authorizations.c.batch_id.in_(bindparam("batch_ids", expanding=True)),
-        or_(
-            authorizations.c.serial == bindparam("serial"),
-            and_(authorizations.c.serial.is_(None), authorizations.c.used_at.is_(None)),
-        ),
-    )
-    .order_by(authorizations.c.serial.is_(None), authorizations.c.batch_id)
-    .limit(1)
-    .with_for_update(of=authorizations, skip_locked=True)
-)
-_IDEVID_BATCHES = select(batches.c.id, batches.c.idevid_ca).where(
-    batches.c.idevid_issuer == bindparam("issuer"),
-    batches.c.closed.is_(False),
-    batches.c.expires_at > bindparam("now"),
-)
-_CONSUME_TOKEN = (
-    update(authorizations)
-    .where(authorizations.c.id == bindparam("auth_id"), authorizations.c.used_at.is_(None))
-    .values(used_at=bindparam("now"), serial=bindparam("serial"))
-)
-_INSERT_DEVICE = (
-    devices.insert()
-    .values(
-        serial=bindparam("serial"),
-        batch_id=bindparam("batch_id"),
-        model=bindparam("model"),
-        status="active",
-        enrolled_at=bindparam("now"),
-        current_cert=bindparam("cert"),
-        retire_pending=False,
-    )
-    .returning(devices.c.id)
-)
-_COUNT_ISSUANCE = (
-    update(batches)
-    .where(
-        batches.c.id == bindparam("batch_id"),
-        batches.c.closed.is_(False),
-        batches.c.expires_at > bindparam("now"),
-        or_(batches.c.quota.is_(None), batches.c.issued < batches.c.quota),
-    )
-    .values(issued=batches.c.issued + 1)
-)
 
 
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-@dataclass(frozen=True)
-class Issued:
-    certificate: x509.Certificate
-    device_serial: str
 
 
 class EnrollmentService:
@@ -132,8 +66,7 @@ class EnrollmentService:
         clock: Clock = utc_now,
     ) -> None:
         self._db = database
-        self._ca = issuing
-        self._profile = profile
+        self._issuer = DeviceIssuer(issuing, profile)
         self._clock = clock
         self._committer = GroupCommitter(self)
         self._cacerts = pkcs7.serialize_certificates(
@@ -156,9 +89,7 @@ class EnrollmentService:
         locks are held short.
         """
         check_serial(serial)
-        checked = check_csr(decode_est_body(body))
-        require_identity(checked, serial, device_uri(serial))
-        return self.enroll_checked(serial, token_digest(token), checked)
+        return self.enroll_checked(serial, token_digest(token), check_device_csr(body, serial))
 
     def enroll_async(self, serial: str, token: str, body: bytes) -> Awaitable[Issued]:
         """:meth:`enroll`, group-committed by this process's writer thread (to be awaited
@@ -173,7 +104,7 @@ class EnrollmentService:
         now = self._clock()
         try:
             with self._db.write() as conn:
-                row = conn.execute(_TOKEN_FACTS, {"digest": digest, "serial": serial}).first()
+                row = conn.execute(TOKEN_FACTS, {"digest": digest, "serial": serial}).first()
                 return self._issue_first(conn, serial, row, checked, now, "est.simpleenroll")
         except IntegrityError:
             # The device row's unique serial caught a concurrent enrollment of this serial.
@@ -189,14 +120,11 @@ class EnrollmentService:
         now = self._clock()
         idevid = x509.load_der_x509_certificate(idevid_der)
         serial = check_serial(idevid_serial(idevid))
-        checked = check_csr(decode_est_body(body))
-        require_identity(checked, serial, device_uri(serial))
+        checked = check_device_csr(body, serial)
         try:
             with self._db.write() as conn:
                 batch_ids = self._idevid_batches(conn, idevid, now)
-                row = conn.execute(
-                    _IDEVID_FACTS, {"batch_ids": batch_ids, "serial": serial}
-                ).first()
+                row = conn.execute(IDEVID_FACTS, {"batch_ids": batch_ids, "serial": serial}).first()
                 if row is None:
                     raise EnrollmentRefused(
                         f"serial {serial!r} is not authorized by an open batch of its maker"
@@ -210,7 +138,7 @@ class EnrollmentService:
         """The open batches whose registered manufacturer CA issued ``idevid``."""
         refusal: PolicyError | None = None
         found: list[int] = []
-        rows = conn.execute(_IDEVID_BATCHES, {"issuer": issuer_key(idevid.issuer), "now": now})
+        rows = conn.execute(IDEVID_BATCHES, {"issuer": issuer_key(idevid.issuer), "now": now})
         for candidate in rows:
             try:
                 verify_idevid(idevid, x509.load_der_x509_certificate(candidate.idevid_ca), now)
@@ -228,49 +156,30 @@ class EnrollmentService:
         self,
         conn: Connection,
         serial: str,
-        row: Row[Any, *tuple[Any, ...]] | None,
+        row: FactsRow | None,
         checked: CheckedCsr,
         now: dt.datetime,
         via: str,
     ) -> Issued:
         """Decide on the authorization ``row`` and, if allowed, issue and record."""
-        facts = None
-        if row is not None:
-            batch = BatchFacts(row.batch_id, row.expires_at, row.quota, row.issued, row.closed)
-            facts = TokenFacts(row.id, row.serial, row.used_at is not None, batch)
-        decide_enrollment(
-            serial,
-            facts,
-            row is not None and row.enrolled is not None,
-            now,
-            serial_reserved=row is not None and row.reserved_by not in (None, row.id),
-        )
-        assert facts is not None and row is not None
-        cert = issue_device_certificate(self._ca, checked.public_key, serial, self._profile, now)
+        row = decide_first_issuance(serial, row, now)
+        cert = self._issuer.issue(checked.public_key, serial, now)
         consumed = conn.execute(
-            _CONSUME_TOKEN, {"auth_id": facts.authorization_id, "now": now, "serial": serial}
+            CONSUME_TOKEN, {"auth_id": row.id, "now": now, "serial": serial}
         ).rowcount
         if consumed != 1:
             raise EnrollmentRefused("enrollment token was already used")
         cert_serial = serial_hex(cert.serial_number)
         device_id = conn.execute(
-            _INSERT_DEVICE,
-            {"serial": serial, "batch_id": row.batch_id, "model": row.model, "now": now,
-             "cert": cert_serial},
-        ).scalar_one()  # fmt: skip
+            INSERT_DEVICE, [device_row(serial, row, cert_serial, now)]
+        ).scalar_one()
         record_certificate(conn, device_id, cert, now)
-        counted = conn.execute(_COUNT_ISSUANCE, {"batch_id": row.batch_id, "now": now}).rowcount
+        counted = conn.execute(
+            COUNT_ISSUANCES, {"batch_id": row.batch_id, "now": now, "n": 1}
+        ).rowcount
         if counted != 1:
             raise EnrollmentRefused(f"production batch {row.batch_id} quota exhausted")
-        append_audit(
-            conn,
-            actor=f"batch:{row.batch_id}",
-            action="cert.issue",
-            target=serial,
-            outcome="ok",
-            now=now,
-            details={"certificate": cert_serial, "via": via},
-        )
+        append_audit_many(conn, [issuance_audit(row.batch_id, serial, cert_serial, via)], now)
         return Issued(cert, serial)
 
     # -- re-enrollment -----------------------------------------------------------------
@@ -283,11 +192,8 @@ class EnrollmentService:
         device never picked up is revoked as superseded.
         """
         now = self._clock()
-        checked = check_csr(decode_est_body(body))
-        require_identity(checked, device.serial, device_uri(device.serial))
-        cert = issue_device_certificate(
-            self._ca, checked.public_key, device.serial, self._profile, now
-        )
+        checked = check_device_csr(body, device.serial)
+        cert = self._issuer.issue(checked.public_key, device.serial, now)
         with self._db.write() as conn:
             # The presented certificate must still be valid now, under its row lock: it may
             # have been retired since the request was authenticated.

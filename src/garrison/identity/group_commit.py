@@ -24,50 +24,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import json
 import queue
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, or_, update
+from cryptography import x509
+from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
-from garrison.access.audit import canonical, chain_hash
-from garrison.factory.policy import BatchFacts, TokenFacts, check_serial, decide_enrollment
+from garrison.factory.policy import check_serial
 from garrison.factory.tokens import token_digest
-from garrison.identity.certificates import VALID, fingerprint, serial_hex
-from garrison.pki.csr import CheckedCsr, check_csr, decode_est_body, require_identity
-from garrison.pki.profile import device_uri, issue_device_certificate
-from garrison.store.tables import audit_head, audit_log, batches, certificates, devices
+from garrison.identity.certificates import certificate_row, serial_hex
+from garrison.identity.issuance import (
+    CONSUME_TOKEN,
+    COUNT_ISSUANCES,
+    INSERT_DEVICE,
+    TOKEN_FACTS,
+    FactsRow,
+    Issued,
+    check_device_csr,
+    decide_first_issuance,
+    device_row,
+    issuance_audit,
+)
+from garrison.pki.csr import CheckedCsr
+from garrison.store.audit_log import append_audit_many
+from garrison.store.tables import certificates
 
 if TYPE_CHECKING:
-    from garrison.identity.enrollment import EnrollmentService, Issued
+    from garrison.identity.enrollment import EnrollmentService
 
 MAX_BATCH = 64
-
-_COUNT_ISSUANCES = (
-    update(batches)
-    .where(
-        batches.c.id == bindparam("batch_id"),
-        batches.c.closed.is_(False),
-        batches.c.expires_at > bindparam("now"),
-        or_(batches.c.quota.is_(None), batches.c.issued + bindparam("n") <= batches.c.quota),
-    )
-    .values(issued=batches.c.issued + bindparam("n"))
-)
-_ADVANCE_HEAD_BY = (
-    update(audit_head)
-    .where(audit_head.c.id == 1)
-    .values(seq=audit_head.c.seq + bindparam("n"))
-    .returning(audit_head.c.seq, audit_head.c.entry_hash)
-)
-_SET_HEAD_HASH = (
-    update(audit_head).where(audit_head.c.id == 1).values(entry_hash=bindparam("entry_hash"))
-)
-_INSERT_AUDIT = audit_log.insert()
 _INSERT_CERTS = certificates.insert()
-_INSERT_DEVICES = devices.insert().returning(devices.c.id, sort_by_parameter_order=True)
 
 
 def _settle(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
@@ -105,16 +94,15 @@ class _Job:
     checked: CheckedCsr | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Planned:
     job: _Job
-    auth_id: int
-    batch_id: int
-    model: str
-    cert: Any
-    der: bytes = b""
-    cert_serial: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    row: FactsRow
+    cert: x509.Certificate
+
+    @property
+    def cert_serial(self) -> str:
+        return serial_hex(self.cert.serial_number)
 
 
 class GroupCommitter:
@@ -192,8 +180,7 @@ class GroupCommitter:
         for job in jobs:  # checks that need no database, outside the transaction
             try:
                 check_serial(job.serial)
-                job.checked = check_csr(decode_est_body(job.body))
-                require_identity(job.checked, job.serial, device_uri(job.serial))
+                job.checked = check_device_csr(job.body, job.serial)
                 job.digest = token_digest(job.token)
             except Exception as exc:
                 delivered.append((job, None, exc))
@@ -221,8 +208,6 @@ class GroupCommitter:
     def _record(
         self, jobs: list[_Job]
     ) -> tuple[list[tuple[_Job, Issued | None, BaseException | None]], list[_Job]]:
-        from garrison.identity.enrollment import _TOKEN_FACTS, Issued
-
         service = self._service
         now = service._clock()
         outcomes: list[tuple[_Job, Issued | None, BaseException | None]] = []
@@ -238,40 +223,29 @@ class GroupCommitter:
                     carried.append(job)  # shares a serial or token with an earlier job
                     continue
                 row = conn.execute(
-                    _TOKEN_FACTS, {"digest": job.digest, "serial": job.serial}
+                    TOKEN_FACTS, {"digest": job.digest, "serial": job.serial}
                 ).first()
                 if row is not None and row.id in auth_ids:
                     carried.append(job)
                     continue
                 serials.add(job.serial)
                 digests.add(job.digest)
-                facts = None
-                if row is not None:
-                    issued = row.issued + pending.get(row.batch_id, 0)
-                    batch = BatchFacts(row.batch_id, row.expires_at, row.quota, issued, row.closed)
-                    facts = TokenFacts(row.id, row.serial, row.used_at is not None, batch)
                 try:
-                    decide_enrollment(
-                        job.serial,
-                        facts,
-                        row is not None and row.enrolled is not None,
-                        now,
-                        serial_reserved=row is not None and row.reserved_by not in (None, row.id),
+                    allowed = decide_first_issuance(
+                        job.serial, row, now, pending.get(row.batch_id, 0) if row else 0
                     )
                 except Exception as exc:  # refused: nothing written for this job
                     outcomes.append((job, None, exc))
                     continue
-                assert row is not None and job.checked is not None
+                assert job.checked is not None
                 try:
-                    cert = issue_device_certificate(
-                        service._ca, job.checked.public_key, job.serial, service._profile, now
-                    )
+                    cert = service._issuer.issue(job.checked.public_key, job.serial, now)
                 except Exception as exc:  # a signing failure fails this job, not the group
                     outcomes.append((job, None, exc))
                     continue
-                auth_ids.add(row.id)
-                pending[row.batch_id] = pending.get(row.batch_id, 0) + 1
-                planned.append(_Planned(job, row.id, row.batch_id, row.model, cert))
+                auth_ids.add(allowed.id)
+                pending[allowed.batch_id] = pending.get(allowed.batch_id, 0) + 1
+                planned.append(_Planned(job, allowed, cert))
             if planned:
                 self._write(conn, planned, pending, now)
         for plan in planned:
@@ -280,72 +254,40 @@ class GroupCommitter:
 
     @staticmethod
     def _write(
-        conn: Any, planned: list[_Planned], pending: dict[int, int], now: dt.datetime
+        conn: Connection, planned: list[_Planned], pending: dict[int, int], now: dt.datetime
     ) -> None:
-        from cryptography.hazmat.primitives import serialization
-
-        from garrison.identity.enrollment import _CONSUME_TOKEN
-
-        for plan in planned:
-            plan.der = plan.cert.public_bytes(serialization.Encoding.DER)
-            plan.cert_serial = serial_hex(plan.cert.serial_number)
         consumed = conn.execute(
-            _CONSUME_TOKEN,
-            [{"auth_id": p.auth_id, "now": now, "serial": p.job.serial} for p in planned],
+            CONSUME_TOKEN,
+            [{"auth_id": p.row.id, "now": now, "serial": p.job.serial} for p in planned],
         ).rowcount
         if consumed != len(planned):
             raise _Conflict("a token was consumed concurrently")
-        device_ids = conn.execute(
-            _INSERT_DEVICES,
-            [
-                {"serial": p.job.serial, "batch_id": p.batch_id, "model": p.model,
-                 "status": "active", "enrolled_at": now, "current_cert": p.cert_serial,
-                 "retire_pending": False}
-                for p in planned
-            ],
-        ).scalars().all()  # fmt: skip
+        device_ids = (
+            conn.execute(
+                INSERT_DEVICE,
+                [device_row(p.job.serial, p.row, p.cert_serial, now) for p in planned],
+            )
+            .scalars()
+            .all()
+        )
         if len(device_ids) != len(planned):
             raise _Conflict("device rows not inserted")
         conn.execute(
             _INSERT_CERTS,
             [
-                {
-                    "serial_hex": p.cert_serial,
-                    "device_id": device_id,
-                    "fingerprint": fingerprint(p.der),
-                    "not_before": p.cert.not_valid_before_utc,
-                    "not_after": p.cert.not_valid_after_utc,
-                    "issued_at": now,
-                    "status": VALID,
-                    "der": p.der,
-                }
+                certificate_row(device_id, p.cert, now)
                 for p, device_id in zip(planned, device_ids, strict=True)
             ],
         )
         for batch_id, n in pending.items():
             counted = conn.execute(
-                _COUNT_ISSUANCES, {"batch_id": batch_id, "now": now, "n": n}
+                COUNT_ISSUANCES, {"batch_id": batch_id, "now": now, "n": n}
             ).rowcount
             if counted != 1:
                 raise _Conflict(f"production batch {batch_id} changed concurrently")
         # The audit head last: read once, written once, the entries chained in memory.
-        head = conn.execute(_ADVANCE_HEAD_BY, {"n": len(planned)}).one()
-        seq, prev = int(head.seq) - len(planned), str(head.entry_hash)
-        at = now.astimezone(dt.UTC).isoformat(timespec="microseconds")
-        entries = []
-        for plan in planned:
-            seq += 1
-            actor, target = f"batch:{plan.batch_id}", plan.job.serial[:256]
-            details = {"certificate": plan.cert_serial, "via": "est.simpleenroll"}
-            entry_hash = chain_hash(
-                prev, canonical(seq, at, actor, "cert.issue", target, "ok", details)
-            )
-            entries.append(
-                {"seq": seq, "at": at, "actor": actor, "action": "cert.issue",
-                 "target": target, "outcome": "ok",
-                 "details": json.dumps(details, sort_keys=True),
-                 "prev_hash": prev, "entry_hash": entry_hash}
-            )  # fmt: skip
-            prev = entry_hash
-        conn.execute(_INSERT_AUDIT, entries)
-        conn.execute(_SET_HEAD_HASH, {"entry_hash": prev})
+        entries = [
+            issuance_audit(p.row.batch_id, p.job.serial, p.cert_serial, "est.simpleenroll")
+            for p in planned
+        ]
+        append_audit_many(conn, entries, now)

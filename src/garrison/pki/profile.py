@@ -49,46 +49,81 @@ class _FixedParts:
     aia: x509.AuthorityInformationAccess
 
 
-# Built once per (CA certificate, profile): rebuilding them cost as much as the signature.
-_FIXED: dict[tuple[x509.Certificate, DeviceProfile], _FixedParts] = {}
-
-
 def _fixed_parts(ca: Authority, profile: DeviceProfile) -> _FixedParts:
-    key = (ca.certificate, profile)
-    parts = _FIXED.get(key)
-    if parts is None:
-        organization = ca.certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
-        parts = _FixedParts(
-            organization=str(organization[0].value),
-            issuer=ca.certificate.subject,
-            ca_not_after=ca.certificate.not_valid_after_utc,
-            basic_constraints=x509.BasicConstraints(ca=False, path_length=None),
-            key_usage=key_usage(ca=False),
-            eku=x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
-            aki=x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
-            crl_dp=x509.CRLDistributionPoints(
-                [
-                    x509.DistributionPoint(
-                        full_name=[x509.UniformResourceIdentifier(profile.crl_url)],
-                        relative_name=None,
-                        reasons=None,
-                        crl_issuer=None,
-                    )
-                ]
-            ),
-            aia=x509.AuthorityInformationAccess(
-                [
-                    x509.AccessDescription(
-                        AuthorityInformationAccessOID.OCSP,
-                        x509.UniformResourceIdentifier(profile.ocsp_url),
-                    )
-                ]
-            ),
+    organization = ca.certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    return _FixedParts(
+        organization=str(organization[0].value),
+        issuer=ca.certificate.subject,
+        ca_not_after=ca.certificate.not_valid_after_utc,
+        basic_constraints=x509.BasicConstraints(ca=False, path_length=None),
+        key_usage=key_usage(ca=False),
+        eku=x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
+        aki=x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
+        crl_dp=x509.CRLDistributionPoints(
+            [
+                x509.DistributionPoint(
+                    full_name=[x509.UniformResourceIdentifier(profile.crl_url)],
+                    relative_name=None,
+                    reasons=None,
+                    crl_issuer=None,
+                )
+            ]
+        ),
+        aia=x509.AuthorityInformationAccess(
+            [
+                x509.AccessDescription(
+                    AuthorityInformationAccessOID.OCSP,
+                    x509.UniformResourceIdentifier(profile.ocsp_url),
+                )
+            ]
+        ),
+    )
+
+
+class DeviceIssuer:
+    """Issues device certificates for one CA and profile. The parts every certificate
+    shares are built once (rebuilding them cost as much as the signature)."""
+
+    def __init__(self, ca: Authority, profile: DeviceProfile) -> None:
+        self._ca = ca
+        self._profile = profile
+        self._fixed = _fixed_parts(ca, profile)
+
+    def issue(
+        self, public_key: PublicKey, device_serial: str, now: dt.datetime
+    ) -> x509.Certificate:
+        """An end-entity client certificate binding ``public_key`` to ``device_serial``."""
+        fixed, ca = self._fixed, self._ca
+        subject = x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, fixed.organization),
+                x509.NameAttribute(NameOID.SERIAL_NUMBER, device_serial),
+                x509.NameAttribute(NameOID.COMMON_NAME, device_serial),
+            ]
         )
-        if len(_FIXED) > 64:
-            _FIXED.clear()
-        _FIXED[key] = parts
-    return parts
+        not_after = min(now + self._profile.lifetime, fixed.ca_not_after)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(fixed.issuer)
+            .public_key(public_key)
+            .serial_number(new_serial())
+            .not_valid_before(now - BACKDATE)
+            .not_valid_after(not_after)
+            .add_extension(fixed.basic_constraints, True)
+            .add_extension(fixed.key_usage, True)
+            .add_extension(fixed.eku, False)
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.UniformResourceIdentifier(device_uri(device_serial))]
+                ),
+                False,
+            )
+            .add_extension(fixed.aki, False)
+            .add_extension(fixed.crl_dp, False)
+            .add_extension(fixed.aia, False)
+        )
+        return builder.sign(ca.key, signature_hash(ca.key))
 
 
 def issue_device_certificate(
@@ -98,35 +133,6 @@ def issue_device_certificate(
     profile: DeviceProfile,
     now: dt.datetime,
 ) -> x509.Certificate:
-    """An end-entity client certificate binding ``public_key`` to ``device_serial``."""
-    fixed = _fixed_parts(ca, profile)
-    subject = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, fixed.organization),
-            x509.NameAttribute(NameOID.SERIAL_NUMBER, device_serial),
-            x509.NameAttribute(NameOID.COMMON_NAME, device_serial),
-        ]
-    )
-    not_after = min(now + profile.lifetime, fixed.ca_not_after)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(fixed.issuer)
-        .public_key(public_key)
-        .serial_number(new_serial())
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(not_after)
-        .add_extension(fixed.basic_constraints, True)
-        .add_extension(fixed.key_usage, True)
-        .add_extension(fixed.eku, False)
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.UniformResourceIdentifier(device_uri(device_serial))]
-            ),
-            False,
-        )
-        .add_extension(fixed.aki, False)
-        .add_extension(fixed.crl_dp, False)
-        .add_extension(fixed.aia, False)
-    )
-    return builder.sign(ca.key, signature_hash(ca.key))
+    """An end-entity client certificate binding ``public_key`` to ``device_serial`` (for
+    many, build one :class:`DeviceIssuer` and reuse it)."""
+    return DeviceIssuer(ca, profile).issue(public_key, device_serial, now)

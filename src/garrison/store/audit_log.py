@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, select, update
@@ -16,13 +17,24 @@ from garrison.store.tables import audit_head, audit_log
 _ADVANCE_HEAD = (
     update(audit_head)
     .where(audit_head.c.id == 1)
-    .values(seq=audit_head.c.seq + 1)
+    .values(seq=audit_head.c.seq + bindparam("n"))
     .returning(audit_head.c.seq, audit_head.c.entry_hash)
 )
 _SET_HEAD_HASH = (
     update(audit_head).where(audit_head.c.id == 1).values(entry_hash=bindparam("entry_hash"))
 )
 _INSERT = audit_log.insert()
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One entry to append (its place in the chain is decided when it is appended)."""
+
+    actor: str
+    action: str
+    target: str
+    outcome: str
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 def append_audit(
@@ -35,33 +47,47 @@ def append_audit(
     now: dt.datetime,
     details: dict[str, Any] | None = None,
 ) -> int:
-    """Append one entry inside the caller's transaction; return its sequence number.
+    """Append one entry inside the caller's transaction; return its sequence number."""
+    entry = AuditEntry(actor, action, target, outcome, details or {})
+    return append_audit_many(conn, [entry], now)[0]
 
-    The head row is updated first, which takes its row lock (PostgreSQL) or the write lock
+
+def append_audit_many(conn: Connection, entries: list[AuditEntry], now: dt.datetime) -> list[int]:
+    """Append ``entries`` in order inside the caller's transaction; return their sequence
+    numbers.
+
+    The head row is advanced first, which takes its row lock (PostgreSQL) or the write lock
     (SQLite): concurrent writers, even in other processes, append strictly one after another.
+    Several entries cost one head read, one head write and one multi-row insert.
     """
-    row = conn.execute(_ADVANCE_HEAD).one()
-    seq, prev = int(row.seq), str(row.entry_hash)
-    actor, action, target = actor[:128], action[:64], target[:256]  # the column widths
+    head = conn.execute(_ADVANCE_HEAD, {"n": len(entries)}).one()
+    seq, prev = int(head.seq) - len(entries), str(head.entry_hash)
     at = now.astimezone(dt.UTC).isoformat(timespec="microseconds")
-    body_details = details or {}
-    entry_hash = chain_hash(prev, canonical(seq, at, actor, action, target, outcome, body_details))
-    conn.execute(
-        _INSERT,
-        {
-            "seq": seq,
-            "at": at,
-            "actor": actor,
-            "action": action,
-            "target": target,
-            "outcome": outcome,
-            "details": json.dumps(body_details, sort_keys=True),
-            "prev_hash": prev,
-            "entry_hash": entry_hash,
-        },
-    )
-    conn.execute(_SET_HEAD_HASH, {"entry_hash": entry_hash})
-    return seq
+    rows, numbers = [], []
+    for entry in entries:
+        seq += 1
+        # the column widths
+        actor, action, target = entry.actor[:128], entry.action[:64], entry.target[:256]
+        body = canonical(seq, at, actor, action, target, entry.outcome, entry.details)
+        entry_hash = chain_hash(prev, body)
+        rows.append(
+            {
+                "seq": seq,
+                "at": at,
+                "actor": actor,
+                "action": action,
+                "target": target,
+                "outcome": entry.outcome,
+                "details": json.dumps(entry.details, sort_keys=True),
+                "prev_hash": prev,
+                "entry_hash": entry_hash,
+            }
+        )
+        numbers.append(seq)
+        prev = entry_hash
+    conn.execute(_INSERT, rows)
+    conn.execute(_SET_HEAD_HASH, {"entry_hash": prev})
+    return numbers
 
 
 def verify_stored_chain(conn: Connection) -> tuple[int, str]:
