@@ -143,3 +143,36 @@ def test_anonymous_est_bodies_are_capped_small(served: RunningFleet) -> None:
         )
     assert anonymous.status_code == 401
     assert guessing.status_code == 413
+
+
+def test_the_enrollment_writer_stops_with_its_server(fleet: RunningFleet, tmp_path: object) -> None:
+    """Each served app runs one enrollment writer thread; stopping the server stops it."""
+    from garrison.server.embedded import EmbeddedServer, free_port
+    from garrison.server.run import Listen
+
+    def writers() -> int:
+        return sum(1 for t in threading.enumerate() if t.name == "garrison-enroll-writer")
+
+    token = _batch(fleet, ["W-1"]).tokens[0][1]
+    before = writers()
+    port = free_port()
+    with EmbeddedServer(fleet.fleet, fleet.database, Listen("127.0.0.1", port)):
+        url = f"https://127.0.0.1:{port}"
+        import ssl
+
+        import httpx
+
+        context = ssl.create_default_context(cafile=str(fleet.root_ca))
+        with httpx.Client(base_url=url, verify=context) as client:
+            response = client.post(
+                "/.well-known/est/simpleenroll",
+                content=_csr("W-1"),
+                headers={"Content-Type": "application/pkcs10"},
+                auth=("W-1", token),
+            )
+        assert response.status_code == 200
+        assert writers() == before + 1
+    deadline = time.monotonic() + 5
+    while writers() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert writers() == before

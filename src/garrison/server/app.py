@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
@@ -55,6 +58,15 @@ class ControlPlaneApp(FastAPI):
 
 def create_app(fleet: Fleet, database: Database, clock: Clock = utc_now) -> FastAPI:
     """The control plane for ``fleet`` on ``database`` (which must already be migrated)."""
+    enrollment = EnrollmentService(
+        database, fleet.issuing, fleet.root_certificate, fleet.device_profile, clock
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        enrollment.close()  # stop this app's enrollment writer thread
+
     app = ControlPlaneApp(
         title="Garrison control plane",
         version=__version__,
@@ -62,9 +74,7 @@ def create_app(fleet: Fleet, database: Database, clock: Clock = utc_now) -> Fast
         openapi_url="/api/v1/openapi.json",
         docs_url="/api/v1/docs",
         redoc_url=None,
-    )
-    enrollment = EnrollmentService(
-        database, fleet.issuing, fleet.root_certificate, fleet.device_profile, clock
+        lifespan=lifespan,
     )
     releases = ReleaseService(
         database, fleet.paths.artifacts, fleet.snapshot_signer, fleet.timestamp_signer, clock
