@@ -220,3 +220,18 @@ def test_application_packages_install_and_fall_back(world: World) -> None:
         only_images = UpdateClient(client.state, client.repo, hardware="gw-2", supported=("image",))
         with pytest.raises(NotForThisDevice, match="installs as 'app'"):
             only_images.check(broken.target)
+
+
+def test_an_app_release_with_any_accepted_version_installs(world: World) -> None:
+    """The control plane and the device share one version rule: '1.0~rc1' is published, so
+    it installs (it was once refused by every device after the download)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo("bin/app")
+        tar.addfile(info, io.BytesIO(b""))
+    world.publish("app", "1.0~rc1", install="app", data=buffer.getvalue())
+    device = world.enroll()
+    with UpdateClient.for_agent(device.state) as client:
+        result = client.update()
+    assert result is not None and result.outcome == "committed", result
+    assert apps.current_version(device.sim.root, "app") == "1.0~rc1"

@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import re
 import secrets
 import shutil
 import tarfile
@@ -39,11 +38,10 @@ from pathlib import Path, PurePosixPath
 
 from garrison.atomicfile import atomic_symlink, fsync_dir
 from garrison.updates.bootenv import ImageVerificationFailed, RollbackUnavailable, UpdateError
+from garrison.updates.eligibility import RESERVED, valid_name, valid_version
 from garrison.updates.installer import Checkpoint, no_checkpoint
 
 PackageContent = bytes | Mapping[str, bytes]
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
-_RESERVED = {"current", "previous"}
 
 
 class AppInstallError(UpdateError):
@@ -74,7 +72,7 @@ def package_digest(content: PackageContent) -> AppInfo:
 
 def app_dir(root: Path, name: str) -> Path:
     """``root/apps/<name>`` for a device directory ``root``."""
-    _check_name("app name", name)
+    _check_name(name)
     return Path(root) / "apps" / name
 
 
@@ -103,7 +101,7 @@ def install_app(
     ``info``'s, before writing anything. Installing the version that is already current
     changes nothing. Checkpoints: ``app-written``, ``app-after-switch``.
     """
-    _check_name("version", version)
+    _check_version(version)
     base = app_dir(root, name)
     _verify(name, version, content, info)
     current = current_version(root, name)
@@ -162,7 +160,7 @@ def prune_app(root: Path, name: str) -> list[str]:
     _remove_leftovers(base)
     removed = []
     for entry in sorted(base.iterdir()):
-        if entry.name in _RESERVED or entry.name in keep or entry.is_symlink():
+        if entry.name in RESERVED or entry.name in keep or entry.is_symlink():
             continue
         if entry.is_dir():
             shutil.rmtree(entry)
@@ -174,12 +172,21 @@ def prune_app(root: Path, name: str) -> list[str]:
 # --- helpers -----------------------------------------------------------------------------
 
 
-def _check_name(what: str, value: str) -> None:
-    if not _NAME.fullmatch(value) or value in _RESERVED:
+def _check_name(value: str) -> None:
+    if not valid_name(value):
         raise AppInstallError(
-            f"{what} {value!r} is not allowed",
-            hint="use letters, digits and . _ + - (not starting with a dot), "
+            f"app name {value!r} is not allowed",
+            hint="a release name: 1-64 of a-z 0-9 . _ - starting with a letter or digit, "
             "not 'current' or 'previous'",
+        )
+
+
+def _check_version(value: str) -> None:
+    if not valid_version(value):
+        raise AppInstallError(
+            f"version {value!r} is not allowed",
+            hint="a release version: 1-64 of A-Z a-z 0-9 . + ~ - starting with a letter or "
+            "digit, not 'current' or 'previous'",
         )
 
 
@@ -277,6 +284,6 @@ def _link(path: Path) -> str | None:
         return None
     except OSError as exc:
         raise AppInstallError(f"{path} is not a version link: {exc.strerror}") from exc
-    if not _NAME.fullmatch(target) or target in _RESERVED:
+    if not valid_version(target):
         raise AppInstallError(f"{path} points outside its app: {target!r}")
     return target

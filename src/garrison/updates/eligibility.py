@@ -20,6 +20,7 @@ Exception tree::
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -28,6 +29,22 @@ from garrison.errors import InvalidRequest, PolicyError
 from garrison.updates.bootenv import BootEnv, DowngradeRefused
 
 INSTALL_TYPES = ("image", "app")
+# One rule for release names (also app names and hardware models) and one for versions,
+# checked by the control plane before a release is signed and by a device before it
+# installs: a release the control plane accepts is never refused for its name.
+NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+~-]{0,63}")
+RESERVED = frozenset({"current", "previous"})  # the links in an app's directory (:mod:`.apps`)
+
+
+def valid_name(value: str) -> bool:
+    """Whether ``value`` may name a release (and the app it installs as)."""
+    return NAME.fullmatch(value) is not None and value not in RESERVED
+
+
+def valid_version(value: str) -> bool:
+    """Whether ``value`` may be a release's version (and an app's version directory)."""
+    return VERSION.fullmatch(value) is not None and value not in RESERVED
 
 
 class DeclarationInvalid(InvalidRequest):

@@ -22,6 +22,7 @@ from garrison.errors import InvalidRequest, PolicyError
 from garrison.store.audit_log import append_audit
 from garrison.store.database import Database
 from garrison.store.tables import releases
+from garrison.updates.eligibility import NAME, RESERVED, valid_name, valid_version
 from garrison.updates.repository import (
     Repository,
     add_release_signature,
@@ -33,8 +34,6 @@ from garrison.updates.repository import (
 )
 from garrison.updates.store import load_repository, metadata_file, save_repository
 
-NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
-VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+~-]{0,63}")
 INSTALL_TYPES = ("image", "app")
 MAX_ARTIFACT_BYTES = 4 * 1024**3
 CHUNK = 1024 * 1024
@@ -53,10 +52,15 @@ class ReleaseSpec:
     sha256: str
 
     def validate(self) -> None:
-        if not NAME.fullmatch(self.name):
-            raise InvalidRequest(f"release name {self.name[:80]!r} is not valid (a-z 0-9 . _ -)")
-        if not VERSION.fullmatch(self.version):
-            raise InvalidRequest(f"version {self.version[:80]!r} is not valid")
+        reserved = f"not {' or '.join(sorted(RESERVED))}"
+        if not valid_name(self.name):
+            raise InvalidRequest(
+                f"release name {self.name[:80]!r} is not valid (a-z 0-9 . _ -, {reserved})"
+            )
+        if not valid_version(self.version):
+            raise InvalidRequest(
+                f"version {self.version[:80]!r} is not valid (A-Z a-z 0-9 . + ~ -, {reserved})"
+            )
         if not self.hardware or not all(NAME.fullmatch(h) for h in self.hardware):
             raise InvalidRequest("hardware must list at least one valid hardware model")
         if not 0 <= self.security_version < 2**31:
