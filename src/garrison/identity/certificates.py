@@ -32,8 +32,6 @@ class CertRecord:
     device_id: int
     device_serial: str
     device_status: str
-    device_current_cert: str | None
-    retire_pending: bool
     status: str
     not_after: dt.datetime
     revoked_at: dt.datetime | None
@@ -72,8 +70,6 @@ _SELECT = select(
     certificates.c.device_id,
     devices.c.serial.label("device_serial"),
     devices.c.status.label("device_status"),
-    devices.c.current_cert.label("device_current_cert"),
-    devices.c.retire_pending,
     certificates.c.status,
     certificates.c.not_after,
     certificates.c.revoked_at,

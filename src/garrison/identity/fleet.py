@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from securesystemslib.signer import CryptoSigner, Signer
 
 from garrison.errors import ConfigError
-from garrison.identity.keyref import KeySecrets, create_key, open_key
+from garrison.identity.keyref import KeySecrets, create_key, key_file_path, open_key
 from garrison.keys.pkcs11 import Pkcs11Ref, format_pkcs11_uri, parse_pkcs11_uri
 from garrison.keys.software import write_private_file
 from garrison.pki.authority import (
@@ -27,6 +27,7 @@ from garrison.pki.profile import DeviceProfile
 from garrison.settings import (
     PASSPHRASE_ENV,
     PKCS11_PIN_ENV,
+    SETTINGS_FILE,
     Settings,
     read_settings,
     write_settings,
@@ -113,8 +114,7 @@ class Fleet:
 
     @property
     def server_key_path(self) -> Path:
-        path = Path(self.settings.server_key.removeprefix("file:"))
-        return path if path.is_absolute() else self.paths.root / path
+        return key_file_path(self.settings.server_key, self.paths.root)
 
 
 def _pem(cert: x509.Certificate) -> bytes:
@@ -151,7 +151,7 @@ def init_fleet(data_dir: Path, settings: Settings, now: dt.datetime) -> str:
     """
     settings.validate()
     paths = FleetPaths(data_dir)
-    if (data_dir / "garrison.toml").exists():
+    if (data_dir / SETTINGS_FILE).exists():
         raise ConfigError(
             f"{data_dir} already holds a fleet",
             hint="choose another --data-dir, or remove this one if it is disposable",
@@ -202,7 +202,7 @@ def init_fleet(data_dir: Path, settings: Settings, now: dt.datetime) -> str:
         settings.release_threshold,
         now,
     )
-    database = Database(settings.database_url or sqlite_url(data_dir))
+    database = Database(settings.database_url or sqlite_url(paths.root))
     try:
         database.migrate()
         token = bootstrap_admin(database, now)

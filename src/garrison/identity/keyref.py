@@ -20,7 +20,8 @@ class KeySecrets:
     pkcs11_pin: str | None = None
 
 
-def _file_path(ref: str, base: Path) -> Path:
+def key_file_path(ref: str, base: Path) -> Path:
+    """The file a ``file:PATH`` key reference names (relative to ``base``)."""
     path = Path(ref.removeprefix("file:"))
     return path if path.is_absolute() else base / path
 
@@ -43,7 +44,7 @@ def _need_pin(secrets: KeySecrets) -> str:
 def create_key(ref: str, base: Path, secrets: KeySecrets, algorithm: str) -> SigningKey:
     """Create the key named by ``ref``: in a file (encrypted) or inside a PKCS#11 token."""
     if ref.startswith("file:"):
-        path = _file_path(ref, base)
+        path = key_file_path(ref, base)
         if path.exists():
             raise KeyStoreError(f"key file {path} already exists; refusing to overwrite it")
         key = generate_software_key(algorithm)
@@ -62,7 +63,7 @@ def create_key(ref: str, base: Path, secrets: KeySecrets, algorithm: str) -> Sig
 def open_key(ref: str, base: Path, secrets: KeySecrets) -> SigningKey:
     """Open the existing key named by ``ref``."""
     if ref.startswith("file:"):
-        return load_software_key(_file_path(ref, base), _need_passphrase(secrets))
+        return load_software_key(key_file_path(ref, base), _need_passphrase(secrets))
     if ref.startswith("pkcs11:"):
         target = parse_pkcs11_uri(ref)
         return open_pkcs11_key(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import re
 import secrets
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from garrison.access.roles import Role
 from garrison.errors import InvalidRequest, PolicyError
+from garrison.factory.tokens import token_digest
 from garrison.store.audit_log import append_audit
 from garrison.store.database import Database
 from garrison.store.tables import principals
@@ -32,10 +32,6 @@ def new_api_token() -> str:
     return API_TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
-def api_token_digest(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
 def create_principal(conn: Connection, name: str, role: Role, now: dt.datetime) -> str:
     """Create a principal inside the caller's transaction; return its token (shown once)."""
     if not NAME_PATTERN.fullmatch(name):
@@ -50,7 +46,7 @@ def create_principal(conn: Connection, name: str, role: Role, now: dt.datetime) 
                 principals.insert().values(
                     name=name,
                     role=role.value,
-                    token_digest=api_token_digest(token),
+                    token_digest=token_digest(token),
                     created_at=now,
                     disabled=False,
                 )
@@ -82,7 +78,7 @@ def authenticate(conn: Connection, token: str) -> Principal | None:
         return None
     row = conn.execute(
         select(principals.c.id, principals.c.name, principals.c.role, principals.c.disabled).where(
-            principals.c.token_digest == api_token_digest(token)
+            principals.c.token_digest == token_digest(token)
         )
     ).first()
     if row is None or row.disabled:
@@ -99,17 +95,19 @@ def find_principal(conn: Connection, name: str) -> Principal | None:
     return None if row is None else Principal(row.id, row.name, Role(row.role))
 
 
-def disable_principal(conn: Connection, name: str, by: str) -> None:
-    """Disable a principal: its token stops working on the next request. Nobody disables
-    themselves (the last admin could otherwise lock the fleet out)."""
+def disable_principal(conn: Connection, name: str, by: str) -> Role:
+    """Disable a principal and return its role: its token stops working on the next
+    request. Nobody disables themselves (the last admin could otherwise lock the fleet out)."""
     if name == by:
         raise PolicyError("a principal cannot disable itself")
-    changed = conn.execute(
+    role = conn.execute(
         update(principals)
         .where(principals.c.name == name, principals.c.disabled.is_(False))
         .values(disabled=True)
-    ).rowcount
-    if changed != 1:
+        .returning(principals.c.role)
+    ).scalar()
+    if role is None:
         if find_principal(conn, name) is None:
             raise LookupError(f"no principal named {name!r}")
         raise PolicyError(f"principal {name!r} is already disabled")
+    return Role(role)

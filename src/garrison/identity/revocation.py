@@ -18,6 +18,11 @@ from garrison.store.tables import certificates, crl_state
 REFRESH_BEFORE = CRL_VALIDITY / 2
 
 
+def reason_flag(reason: str | None) -> x509.ReasonFlags:
+    """The CRL/OCSP reason code of a stored revocation reason."""
+    return REVOCATION_REASONS.get(reason or "", x509.ReasonFlags.unspecified)
+
+
 def revoked_entries(conn: Connection, now: dt.datetime) -> list[RevokedEntry]:
     """Every revoked certificate that has not yet expired (expired ones may leave the CRL)."""
     rows = conn.execute(
@@ -31,7 +36,7 @@ def revoked_entries(conn: Connection, now: dt.datetime) -> list[RevokedEntry]:
         RevokedEntry(
             int(row.serial_hex, 16),
             row.revoked_at,
-            REVOCATION_REASONS.get(row.revocation_reason or "", x509.ReasonFlags.unspecified),
+            reason_flag(row.revocation_reason),
         )
         for row in rows
     ]
@@ -89,5 +94,5 @@ def certificate_status(conn: Connection, serial_number: int) -> CertStatus | Non
     if record.status != REVOKED:
         return CertStatus(revoked=None)
     assert record.revoked_at is not None
-    reason = REVOCATION_REASONS.get(record.revocation_reason or "", x509.ReasonFlags.unspecified)
+    reason = reason_flag(record.revocation_reason)
     return CertStatus(RevokedEntry(serial_number, record.revoked_at, reason))

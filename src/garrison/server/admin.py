@@ -10,7 +10,7 @@ from garrison.access.roles import PERMISSIONS, Permission, Role
 from garrison.errors import PolicyError
 from garrison.identity.batches import BatchRequest, close_batch, create_batch, list_batches
 from garrison.identity.devices import list_devices, revoke_device
-from garrison.identity.principals import create_principal, disable_principal, find_principal
+from garrison.identity.principals import create_principal, disable_principal
 from garrison.identity.revocation import publish_crl
 from garrison.pki.idevid import load_manufacturer_ca
 from garrison.server import schemas
@@ -47,14 +47,15 @@ async def add_principal(
 ) -> schemas.PrincipalCreated:
     def run() -> str:
         with cp.database.write() as conn:
-            token = create_principal(conn, body.name, body.role, cp.now())
+            now = cp.now()
+            token = create_principal(conn, body.name, body.role, now)
             append_audit(
                 conn,
                 actor=f"principal:{principal.name}",
                 action="principal.create",
                 target=body.name,
                 outcome="ok",
-                now=cp.now(),
+                now=now,
                 details={"role": body.role.value},
             )
             return token
@@ -96,14 +97,15 @@ async def add_batch(
 
     def run() -> schemas.BatchCreated:
         with cp.database.write() as conn:
-            created = create_batch(conn, request, cp.now())
+            now = cp.now()
+            created = create_batch(conn, request, now)
             append_audit(
                 conn,
                 actor=f"principal:{principal.name}",
                 action="batch.create",
                 target=f"batch:{created.batch_id}",
                 outcome="ok",
-                now=cp.now(),
+                now=now,
                 details={
                     "manufacturer": body.manufacturer,
                     "model": body.model,
@@ -181,10 +183,9 @@ async def revoke(
 ) -> schemas.Revoked:
     def run() -> list[str]:
         with cp.database.write() as conn:
-            revoked = revoke_device(
-                conn, serial, body.reason, f"principal:{principal.name}", cp.now()
-            )
-            publish_crl(conn, cp.fleet.issuing, cp.now())
+            now = cp.now()
+            revoked = revoke_device(conn, serial, body.reason, f"principal:{principal.name}", now)
+            publish_crl(conn, cp.fleet.issuing, now)
             return revoked
 
     return schemas.Revoked(serial=serial, certificates=await run_in_threadpool(run))
@@ -255,7 +256,7 @@ async def disable(name: str, cp: Plane, principal: PrincipalsManager) -> schemas
 
     def run() -> Role:
         with cp.database.write() as conn:
-            disable_principal(conn, name, principal.name)
+            role = disable_principal(conn, name, principal.name)
             append_audit(
                 conn,
                 actor=f"principal:{principal.name}",
@@ -264,9 +265,7 @@ async def disable(name: str, cp: Plane, principal: PrincipalsManager) -> schemas
                 outcome="ok",
                 now=cp.now(),
             )
-            found = find_principal(conn, name)
-            assert found is not None
-            return found.role
+            return role
 
     return schemas.PrincipalPublic(name=name, role=await run_in_threadpool(run))
 

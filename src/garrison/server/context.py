@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
-import hashlib
 import ssl
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -18,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from garrison.access.roles import Permission, require
 from garrison.errors import PolicyError
+from garrison.identity.certificates import fingerprint
 from garrison.identity.devices import DeviceIdentity, authenticate_device
 from garrison.identity.enrollment import Clock, EnrollmentService
 from garrison.identity.fleet import Fleet
@@ -138,7 +138,7 @@ async def current_device(request: Request, cp: Plane) -> DeviceIdentity:
     """The active device behind this request's verified client certificate (403 otherwise)."""
     der = client_certificate(request.scope)
     if der is not None:
-        request.state.actor = f"tls-client:{hashlib.sha256(der).hexdigest()[:16]}"
+        request.state.actor = f"tls-client:{fingerprint(der)[:16]}"
 
     def lookup() -> DeviceIdentity:
         with cp.database.read() as conn:

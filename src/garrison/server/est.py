@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
@@ -12,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
 from garrison.errors import GarrisonError
+from garrison.identity.certificates import fingerprint
 from garrison.pki.csr import MAX_CSR_BYTES
 from garrison.server.context import (
     ControlPlane,
@@ -103,7 +103,7 @@ async def _enroll(request: Request, cp: ControlPlane) -> Response:
     idevid = client_certificate(request.scope)
     if idevid is not None and "authorization" not in request.headers:
         # A manufacturer-issued IDevID (RFC 7030 section 3.3.2 client certificate).
-        request.state.actor = f"idevid:{hashlib.sha256(idevid).hexdigest()[:16]}"
+        request.state.actor = f"idevid:{fingerprint(idevid)[:16]}"
         _require_pkcs10(request)
         body = await read_body(request, MAX_CSR_BYTES)
         issued = await run_in_threadpool(cp.enrollment.enroll_idevid, idevid, body)

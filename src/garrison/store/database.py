@@ -15,7 +15,6 @@ class Database:
     """Write transactions serialize where the backend needs it; reads never block writers."""
 
     def __init__(self, url: str) -> None:
-        self.url = url
         self._writer: Engine = open_engine(url, for_writes=True)
         self._reader: Engine = (
             open_engine(url, for_writes=False)

@@ -62,7 +62,7 @@ def open_engine(url: str, *, for_writes: bool = True) -> Engine:
     )
 
 
-def _alembic_config(engine: Engine) -> Config:
+def _alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     return config
@@ -70,7 +70,7 @@ def _alembic_config(engine: Engine) -> Config:
 
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision (creates it on an empty database)."""
-    config = _alembic_config(engine)
+    config = _alembic_config()
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
@@ -78,6 +78,6 @@ def migrate(engine: Engine) -> None:
 
 def schema_is_current(engine: Engine) -> bool:
     """Whether the database is at the newest migration."""
-    head = ScriptDirectory.from_config(_alembic_config(engine)).get_current_head()
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision() == head
