@@ -76,6 +76,13 @@ def invalidate_crl(conn: Connection) -> None:
     conn.execute(update(crl_state).where(crl_state.c.id == 1).values(next_update=EPOCH))
 
 
+def fresh_or_publish_crl(conn: Connection, ca: Authority, now: dt.datetime) -> bytes:
+    """Inside a write transaction: the stored CRL if still fresh, else a newly signed one.
+    The row is locked first, so requests that all found the CRL stale sign it once."""
+    conn.execute(select(crl_state.c.id).where(crl_state.c.id == 1).with_for_update())
+    return current_crl(conn, now) or publish_crl(conn, ca, now)
+
+
 def current_crl(conn: Connection, now: dt.datetime) -> bytes | None:
     """The stored CRL if it is not yet due for refresh, else ``None``."""
     row = conn.execute(

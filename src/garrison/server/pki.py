@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import serialization
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from garrison.identity.revocation import certificate_status, current_crl, publish_crl
+from garrison.identity.revocation import certificate_status, current_crl, fresh_or_publish_crl
 from garrison.pki.revocation import MAX_OCSP_REQUEST_BYTES, answer_ocsp
 from garrison.server.context import ControlPlane, Plane, read_body
 
@@ -26,7 +26,7 @@ def crl_der(cp: ControlPlane) -> bytes:
     if der is not None:
         return der
     with cp.database.write() as conn:
-        return publish_crl(conn, cp.fleet.issuing, cp.now())
+        return fresh_or_publish_crl(conn, cp.fleet.issuing, cp.now())
 
 
 @router.get("/crl", summary="Current CRL of the device issuing CA (DER)")
