@@ -353,3 +353,12 @@ def test_write_private_file_with_stale_temporary(tmp_path: Path) -> None:
     stale.chmod(0o644)
     save_software_key(generate_software_key(), tmp_path / "k.pem", PASSPHRASE)
     assert _mode(tmp_path / "k.pem") == 0o600
+
+
+@pytest.mark.parametrize(
+    "field", ["tuf_root_key", "tuf_targets_key", "tuf_snapshot_key", "tuf_timestamp_key"]
+)
+def test_a_tuf_key_in_a_token_needs_a_pkcs11_module(field: str) -> None:
+    settings = Settings(**{field: "pkcs11:token=t;object=o"})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="no pkcs11_module is set"):
+        settings.validate()

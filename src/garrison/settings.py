@@ -66,7 +66,15 @@ class Settings:
             raise ConfigError("release_threshold must be between 1 and 16")
         if not 1 <= self.device_cert_days <= 3650:
             raise ConfigError("device_cert_days must be between 1 and 3650")
-        for ref in (self.root_key, self.issuing_key):
+        signing_keys = (
+            self.root_key,
+            self.issuing_key,
+            self.tuf_root_key,
+            self.tuf_targets_key,
+            self.tuf_snapshot_key,
+            self.tuf_timestamp_key,
+        )
+        for ref in signing_keys:
             if ref.startswith("pkcs11:") and not self.pkcs11_module:
                 raise ConfigError(
                     f"key {ref!r} is in a PKCS#11 token but no pkcs11_module is set",
