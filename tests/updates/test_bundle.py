@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import re
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from garrison.updates.bundle import BundleInvalid
+from garrison.updates.bundle import INDEX, MAX_INDEX_BYTES, Bundle, BundleInvalid
 from garrison.updates.client import UpdateClient
 from garrison.updates.download import ArtifactRefused
 from garrison.updates.export import export_bundle
@@ -123,3 +124,102 @@ def test_bundles_are_judged_at_their_freshness_and_never_go_back(
     with pytest.raises(MetadataRefused, match="must be >=") as refused:
         install(device, first)  # older metadata than the device has already seen
     assert "rollback" in refused.value.hint and device.snapshot() == before
+
+
+def handmade(out: Path, members: list[tuple[str, bytes | str]]) -> Path:
+    """A tar of ``(name, bytes)`` regular files and ``(name, "-> target")`` symlinks."""
+    with tarfile.open(out, "w") as tar:
+        for name, content in members:
+            info = tarfile.TarInfo(name)
+            if isinstance(content, str):
+                info.type, info.linkname = tarfile.SYMTYPE, content.removeprefix("-> ")
+                tar.addfile(info)
+            else:
+                info.size = len(content)
+                tar.addfile(info, io.BytesIO(content))
+    return out
+
+
+GOOD_INDEX = b'{"format": 1, "target": "fw/2.0.0/fw-2.0.0.img"}'
+
+
+@pytest.fixture
+def opened_tars(monkeypatch: pytest.MonkeyPatch) -> list[tarfile.TarFile]:
+    """Every tar file opened during the test, to check that refusals close theirs."""
+    opened: list[tarfile.TarFile] = []
+    original = tarfile.open
+
+    def recording(*args: object, **kwargs: object) -> tarfile.TarFile:
+        tar = original(*args, **kwargs)  # type: ignore[call-overload]
+        opened.append(tar)
+        return tar  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(tarfile, "open", recording)
+    return opened
+
+
+@pytest.mark.parametrize(
+    ("members", "reason"),
+    [
+        ([(INDEX, b"[1, 2]")], f"{INDEX} is not a JSON object"),
+        ([(INDEX, b'"fw"')], f"{INDEX} is not a JSON object"),
+        ([(INDEX, b"null")], f"{INDEX} is not a JSON object"),
+        ([(INDEX, b"{not json")], f"{INDEX} is not JSON"),
+        ([(INDEX, b'{"format": 2, "target": "fw"}')], "unknown bundle format 2"),
+        ([(INDEX, b'{"target": "fw"}')], "unknown bundle format None"),
+        ([(INDEX, b'{"format": 1}')], f"{INDEX} names no target"),
+        ([(INDEX, b'{"format": 1, "target": ""}')], f"{INDEX} names no target"),
+        ([(INDEX, b'{"format": 1, "target": 7}')], f"{INDEX} names no target"),
+        ([(INDEX, b" " * MAX_INDEX_BYTES + GOOD_INDEX)], f"{INDEX} is larger than"),
+        ([("metadata/timestamp.json", b"{}")], f"it holds no {INDEX}"),
+        ([(INDEX, GOOD_INDEX), ("metadata/1.root.json", "-> /etc/passwd")], "not a regular file"),
+        ([(INDEX, GOOD_INDEX), (INDEX, b'{"format": 1, "target": "evil"}')], "appears twice"),
+    ],
+)
+def test_malformed_bundles_are_refused_and_closed(
+    tmp_path: Path,
+    opened_tars: list[tarfile.TarFile],
+    members: list[tuple[str, bytes | str]],
+    reason: str,
+) -> None:
+    path = handmade(tmp_path / "bad.bundle", members)
+    opened_tars.clear()
+    with pytest.raises(BundleInvalid, match="is not an update bundle") as refused:
+        Bundle(path)
+    assert reason in str(refused.value)
+    assert [tar.closed for tar in opened_tars] == [True]
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "reason"),
+    [
+        (None, "holds no metadata/timestamp.json"),
+        (b"{not json", "metadata/timestamp.json is not TUF metadata"),
+        (b'{"signed": {}, "signatures": []}', "metadata/timestamp.json is not TUF metadata"),
+        (b"[]", "metadata/timestamp.json is not TUF metadata"),
+        (b"x" * (64 * 1024 + 1), "is larger than"),
+    ],
+)
+def test_bundles_without_a_readable_timestamp_are_refused(
+    tmp_path: Path, timestamp: bytes | None, reason: str
+) -> None:
+    members: list[tuple[str, bytes | str]] = [(INDEX, GOOD_INDEX)]
+    if timestamp is not None:
+        members.append(("metadata/timestamp.json", timestamp))
+    bundle = Bundle(handmade(tmp_path / "bad.bundle", members))
+    try:
+        with pytest.raises(BundleInvalid, match=re.escape(reason)):
+            bundle.timestamp_expires()
+    finally:
+        bundle.close()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_bundle_whose_timestamp_is_another_role_is_refused(world: World, tmp_path: Path) -> None:
+    root = world.fleet.fleet.paths.tuf_root.read_bytes()
+    path = handmade(
+        tmp_path / "bad.bundle", [(INDEX, GOOD_INDEX), ("metadata/timestamp.json", root)]
+    )
+    device = world.offline_device()
+    with pytest.raises(BundleInvalid, match=r"metadata/timestamp\.json is not a timestamp"):
+        install(device, path)

@@ -38,6 +38,7 @@ from typing import IO
 
 from tuf.api.exceptions import DownloadHTTPError
 from tuf.api.metadata import Metadata, Timestamp
+from tuf.api.serialization import DeserializationError
 
 from garrison.atomicfile import fsync_dir, tmp_path
 from garrison.updates.bootenv import UpdateError
@@ -50,6 +51,8 @@ METADATA_URL = f"{BASE_URL}metadata/"
 TARGETS_URL = f"{BASE_URL}targets/"
 OFFLINE_MAX_AGE = dt.timedelta(days=30)
 MAX_INDEX_BYTES = 64 * 1024
+TIMESTAMP = "metadata/timestamp.json"
+MAX_TIMESTAMP_BYTES = 64 * 1024
 
 
 class BundleInvalid(UpdateError):
@@ -82,27 +85,30 @@ class Bundle:
             raise BundleInvalid(f"{path} is not an update bundle: {exc}") from exc
         try:
             self._members = _index_members(self._tar)
-            index = json.loads(self._read(INDEX, MAX_INDEX_BYTES))
-            if not isinstance(index, dict) or index.get("format") != FORMAT:
-                raise ValueError(f"unknown bundle format {index.get('format')!r}")
-            target = index.get("target")
-            if not isinstance(target, str) or not target:
-                raise ValueError("the index names no target")
-            self.target: str = target
-        except (ValueError, KeyError, tarfile.TarError) as exc:
+            if INDEX not in self._members:
+                raise ValueError(f"it holds no {INDEX}")
+            self.target: str = _parse_index(self._read(INDEX, MAX_INDEX_BYTES))
+        except (ValueError, OSError, tarfile.TarError) as exc:
             self._tar.close()
             raise BundleInvalid(f"{path} is not an update bundle: {exc}") from exc
+        except BaseException:
+            self._tar.close()
+            raise
 
     def timestamp_expires(self) -> dt.datetime:
         """When the bundle's timestamp expires, read *unverified* (only to pick the time
         its verification is judged at)."""
+        if TIMESTAMP not in self._members:
+            raise BundleInvalid(f"{self.path} holds no {TIMESTAMP}")
         try:
-            data = self._read("metadata/timestamp.json", 64 * 1024)
+            data = self._read(TIMESTAMP, MAX_TIMESTAMP_BYTES)
             signed = Metadata[Timestamp].from_bytes(data).signed
-        except (KeyError, ValueError, TypeError) as exc:
-            raise BundleInvalid(f"{self.path} holds no readable timestamp: {exc}") from exc
+        except (ValueError, OSError, tarfile.TarError) as exc:
+            raise BundleInvalid(f"{self.path}: cannot read {TIMESTAMP}: {exc}") from exc
+        except DeserializationError as exc:
+            raise BundleInvalid(f"{self.path}: {TIMESTAMP} is not TUF metadata: {exc}") from exc
         if not isinstance(signed, Timestamp):
-            raise BundleInvalid(f"{self.path}: metadata/timestamp.json is not a timestamp")
+            raise BundleInvalid(f"{self.path}: {TIMESTAMP} is not a timestamp")
         return signed.expires
 
     def open_member(self, name: str) -> IO[bytes]:
@@ -133,6 +139,22 @@ class Bundle:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _parse_index(data: bytes) -> str:
+    """The target path an index names (``ValueError`` if it is not a bundle index)."""
+    try:
+        index = json.loads(data)
+    except ValueError as exc:
+        raise ValueError(f"{INDEX} is not JSON: {exc}") from exc
+    if not isinstance(index, dict):
+        raise ValueError(f"{INDEX} is not a JSON object")
+    if index.get("format") != FORMAT:
+        raise ValueError(f"unknown bundle format {index.get('format')!r}")
+    target = index.get("target")
+    if not isinstance(target, str) or not target:
+        raise ValueError(f"{INDEX} names no target")
+    return target
 
 
 def _index_members(tar: tarfile.TarFile) -> dict[str, tarfile.TarInfo]:
