@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import NameOID
 
-from garrison.errors import GarrisonError
+from garrison.errors import ConfigError, GarrisonError
 from garrison.keys import SigningKey
 from garrison.pki.authority import signature_hash
 from garrison.pki.profile import device_uri
@@ -98,9 +98,23 @@ def tls_context(
     key_file: str | None = None,
     key_password: bytes | None = None,
 ) -> ssl.SSLContext:
-    """A TLS 1.2+ client context pinned to the fleet root, optionally with our certificate."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=fleet_root_pem)
+    """A TLS 1.2+ client context pinned to the fleet root, optionally with our certificate.
+
+    A file that cannot be read or used is a :class:`ConfigError` naming it (``ssl`` itself
+    does not say which file it failed on)."""
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=fleet_root_pem)
+    except OSError as exc:
+        raise ConfigError(f"cannot use the fleet root {fleet_root_pem}: {_reason(exc)}") from exc
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if cert_file is not None:
-        context.load_cert_chain(cert_file, key_file, password=key_password)
+        try:
+            context.load_cert_chain(cert_file, key_file, password=key_password)
+        except OSError as exc:
+            names = cert_file if key_file is None else f"{cert_file} and {key_file}"
+            raise ConfigError(f"cannot use the TLS identity {names}: {_reason(exc)}") from exc
     return context
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__

@@ -17,7 +17,7 @@ from garrison.cli.common import (
     Token,
     api_call,
     console,
-    fail,
+    failing,
     resolve_data_dir,
 )
 from garrison.errors import GarrisonError
@@ -100,20 +100,22 @@ def batch_create(
 ) -> None:
     """Authorize a production batch; write its single-use enrollment tokens to a CSV file
     (or, with --idevid-ca, let devices enroll with their manufacturer certificates)."""
-    if tokens_out is None and idevid_ca is None:
-        raise fail(GarrisonError("--tokens-out is required (the tokens are shown only once)"))
-    serials: list[str] = []
-    if serials_file is not None:
-        serials = [line.strip() for line in serials_file.read_text().splitlines() if line.strip()]
-    payload = {
-        "name": name,
-        "manufacturer": manufacturer,
-        "model": model,
-        "serials": serials,
-        "quota": quota,
-        "valid_days": valid_days,
-        "idevid_ca_pem": None if idevid_ca is None else idevid_ca.read_text(),
-    }
+    with failing():
+        if tokens_out is None and idevid_ca is None:
+            raise GarrisonError("--tokens-out is required (the tokens are shown only once)")
+        serials: list[str] = []
+        if serials_file is not None:
+            lines = serials_file.read_text().splitlines()
+            serials = [line.strip() for line in lines if line.strip()]
+        payload = {
+            "name": name,
+            "manufacturer": manufacturer,
+            "model": model,
+            "serials": serials,
+            "quota": quota,
+            "valid_days": valid_days,
+            "idevid_ca_pem": None if idevid_ca is None else idevid_ca.read_text(),
+        }
     body = api_call(data_dir, server, token, "POST", "/batches", json=payload)
     if tokens_out is None:
         console.print(
@@ -121,9 +123,9 @@ def batch_create(
             "devices enroll with their IDevID certificates"
         )
         return
-    lines = [["serial", "token"], *[[t["serial"] or "", t["token"]] for t in body["tokens"]]]
-    out = _csv(lines)
-    write_private_file(tokens_out, out.encode())
+    rows = [["serial", "token"], *[[t["serial"] or "", t["token"]] for t in body["tokens"]]]
+    with failing():
+        write_private_file(tokens_out, _csv(rows).encode())
     console.print(
         f"batch {body['id']} created, expires {body['expires_at']}; "
         f"{len(body['tokens'])} tokens in {tokens_out}"
@@ -261,7 +263,7 @@ def audit_verify(
     from garrison.store.engine import sqlite_url
 
     root = resolve_data_dir(data_dir)
-    try:
+    with failing():
         url = database or read_settings(root).database_url or sqlite_url(root)
         db = Database(url)
         with db.read() as conn:
@@ -276,8 +278,6 @@ def audit_verify(
                 recorded = next(read_audit(conn, after=int(want_seq) - 1, limit=1), None)
             if recorded is None or recorded.entry_hash != want_hash:
                 raise GarrisonError(f"audit entry {want_seq} differs from the recorded head")
-    except GarrisonError as exc:
-        raise fail(exc) from exc
     console.print(f"[green]audit log intact[/]: {seq} entries, head {seq}:{head}")
 
 

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferS
 
 from garrison.agent.agent import Agent
 from garrison.agent.identity import AgentConfig, StateDir
-from garrison.cli.common import console, fail
+from garrison.cli.common import console, failing
 from garrison.errors import GarrisonError
 from garrison.updates.client import (
     InstallResult,
@@ -78,7 +78,7 @@ def enroll(
         hardware=hardware,
         device_dir=str(device_dir.resolve()) if device_dir is not None else "",
     )
-    try:
+    with failing():
         if tuf_root is not None:
             root_bytes = tuf_root.read_bytes()
             check_tuf_root(root_bytes)
@@ -87,8 +87,6 @@ def enroll(
         sd = StateDir(state)
         identity = Agent(sd).enroll(config, token, fleet_root.read_bytes())
         updates = provision_updates(sd, config, root_bytes)
-    except (GarrisonError, OSError) as exc:
-        raise fail(exc if isinstance(exc, GarrisonError) else GarrisonError(str(exc))) from exc
     cert = identity.certificate
     console.print(
         f"[green]enrolled[/] {serial}: certificate {cert.serial_number:x}, "
@@ -108,12 +106,10 @@ def run(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     agent = Agent(StateDir(state))
     if once:
-        try:
+        with failing():
             if agent.renewal_due():
                 agent.renew()
             result = agent.check_in()
-        except GarrisonError as exc:
-            raise fail(exc) from exc
         console.print(f"checked in as {result.serial} with certificate {result.certificate}")
         return
     stop = threading.Event()
@@ -125,10 +121,8 @@ def run(
 @agent_app.command("renew")
 def renew(state: State) -> None:
     """Re-enroll now with a new key (normally automatic)."""
-    try:
+    with failing():
         identity = Agent(StateDir(state)).renew()
-    except GarrisonError as exc:
-        raise fail(exc) from exc
     console.print(
         f"[green]renewed[/]: certificate {identity.certificate.serial_number:x} "
         f"(generation {identity.generation})"
@@ -139,11 +133,9 @@ def renew(state: State) -> None:
 def status(state: State) -> None:
     """Show this device's identity and its A/B slots (versions, states, security floor)."""
     sd = StateDir(state)
-    try:
+    with failing():
         config = sd.load_config()
         identity = sd.current()
-    except GarrisonError as exc:
-        raise fail(exc) from exc
     console.print(f"serial      {config.serial}\nserver      {config.server_url}")
     if identity is None:
         console.print("identity    none (not enrolled)")
@@ -231,7 +223,7 @@ def update(
     """Verify (TUF, mTLS), download (resumable) and install a release; the device boots it,
     runs its health checks, and commits or returns to the previous version by itself."""
     sd = StateDir(state)
-    try:
+    with failing():
         if target is None:  # an operator's command (a rollback) comes before any update
             config = sd.load_config()
             with device_channel(sd, config) as http:
@@ -241,8 +233,6 @@ def update(
                 return
         with UpdateClient.for_agent(sd) as client, _DownloadBar() as bar:
             result = client.update(target, progress=bar)
-    except GarrisonError as exc:
-        raise fail(exc) from exc
     _report(result)
 
 
@@ -252,11 +242,12 @@ def install(
     bundle: Annotated[Path, typer.Argument(help="An update bundle ('garrison release export')")],
 ) -> None:
     """Install an offline bundle, verified against this device's own TUF trust: no network."""
-    try:
-        with UpdateClient.for_bundle(StateDir(state), bundle) as client, _DownloadBar() as bar:
-            result = client.update(progress=bar)
-    except GarrisonError as exc:
-        raise fail(exc) from exc
+    with (
+        failing(),
+        UpdateClient.for_bundle(StateDir(state), bundle) as client,
+        _DownloadBar() as bar,
+    ):
+        result = client.update(progress=bar)
     _report(result)
 
 
@@ -265,10 +256,8 @@ def rollback(state: State) -> None:
     """Return to the previous good version (local operator fallback, no network); refused
     below the anti-rollback floor."""
     sd = StateDir(state)
-    try:
+    with failing():
         result = rollback_device(UpdateState.of(sd, sd.load_config()))
-    except GarrisonError as exc:
-        raise fail(exc) from exc
     if result.outcome == "committed":
         console.print(f"[green]rolled back[/]: {result.version} runs and is committed")
     else:

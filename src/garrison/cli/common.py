@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from garrison.agent.est_client import tls_context
 from garrison.errors import ConfigError, GarrisonError
@@ -45,10 +48,34 @@ def now() -> dt.datetime:
 
 
 def fail(exc: GarrisonError) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {exc}")
+    """Print ``exc`` (and its hint) as the CLI's error message; raise the exit it returns."""
+    err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
     if exc.hint:
-        err_console.print(f"[yellow]hint:[/] {exc.hint}")
+        err_console.print(f"[yellow]hint:[/] {escape(exc.hint)}")
     return typer.Exit(code=2)
+
+
+def _os_error(exc: OSError) -> GarrisonError:
+    """An OSError as a message that names the file it is about, when it names one."""
+    reason = exc.strerror or str(exc)
+    if exc.filename is None:
+        return GarrisonError(reason)
+    where = os.fsdecode(exc.filename)
+    if exc.filename2 is not None:
+        where += f" -> {os.fsdecode(exc.filename2)}"
+    return GarrisonError(f"{where}: {reason}")
+
+
+@contextlib.contextmanager
+def failing() -> Iterator[None]:
+    """The body of a command: a GarrisonError (message and hint) or an OSError (with the
+    file it names) raised inside becomes the CLI's error message and exit code 2."""
+    try:
+        yield
+    except GarrisonError as exc:
+        raise fail(exc) from exc
+    except OSError as exc:
+        raise fail(_os_error(exc)) from exc
 
 
 class ApiClient:
@@ -92,7 +119,5 @@ def api_call(
     data_dir: Path | None, server: str | None, token: str | None, *args: Any, **kwargs: Any
 ) -> Any:
     """One admin API call; any failure becomes the CLI's error message and exit code 2."""
-    try:
+    with failing():
         return ApiClient(data_dir, server, token).call(*args, **kwargs)
-    except GarrisonError as exc:
-        raise fail(exc) from exc

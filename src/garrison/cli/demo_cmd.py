@@ -16,7 +16,7 @@ from rich.table import Table
 from garrison.agent.agent import Agent, ChannelError
 from garrison.agent.est_client import EnrollmentFailed, tls_context
 from garrison.agent.identity import AgentConfig, StateDir
-from garrison.cli.common import ApiClient, console, fail, now
+from garrison.cli.common import ApiClient, console, failing, now
 from garrison.errors import GarrisonError
 from garrison.identity.fleet import init_fleet, load_fleet
 from garrison.server.embedded import EmbeddedServer, free_port
@@ -50,10 +50,8 @@ def demo(
 ) -> None:
     """Create a fleet, start the control plane, enroll simulated devices through EST, have
     them check in over mutual TLS, renew one, revoke one, and verify the audit log."""
-    try:
+    with failing():
         _run(data_dir, devices, port or free_port(), keep_running)
-    except GarrisonError as exc:
-        raise fail(exc) from exc
 
 
 def _run(data_dir: Path, count: int, port: int, keep_running: bool) -> None:

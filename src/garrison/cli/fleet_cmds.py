@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from garrison.cli.common import DataDir, console, fail, now, resolve_data_dir
+from garrison.cli.common import DataDir, console, failing, now, resolve_data_dir
 from garrison.errors import GarrisonError
 from garrison.identity.fleet import init_fleet, load_fleet, pkcs11_key_refs
 from garrison.settings import Settings
@@ -44,29 +44,24 @@ def init(
 ) -> None:
     """Create a fleet: root CA, issuing CA, server TLS certificate and an admin API token."""
     root = resolve_data_dir(data_dir)
-    key_refs: dict[str, str] = {}
-    if ca_keys.startswith("pkcs11:"):
-        try:
+    with failing():
+        key_refs: dict[str, str] = {}
+        if ca_keys.startswith("pkcs11:"):
             key_refs = pkcs11_key_refs(ca_keys)
-        except GarrisonError as exc:
-            raise fail(exc) from exc
-    elif ca_keys != "file":
-        raise fail(GarrisonError(f"--ca-keys must be 'file' or 'pkcs11:...', not {ca_keys!r}"))
-    settings = Settings(
-        organization=organization,
-        public_url=public_url,
-        listen=listen,
-        hostnames=hostname or ["localhost", "127.0.0.1"],
-        database_url=database,
-        device_cert_days=device_cert_days,
-        pkcs11_module=pkcs11_module,
-        release_threshold=release_threshold,
-        **key_refs,
-    )
-    try:
+        elif ca_keys != "file":
+            raise GarrisonError(f"--ca-keys must be 'file' or 'pkcs11:...', not {ca_keys!r}")
+        settings = Settings(
+            organization=organization,
+            public_url=public_url,
+            listen=listen,
+            hostnames=hostname or ["localhost", "127.0.0.1"],
+            database_url=database,
+            device_cert_days=device_cert_days,
+            pkcs11_module=pkcs11_module,
+            release_threshold=release_threshold,
+            **key_refs,
+        )
         init_fleet(root, settings, now())
-    except GarrisonError as exc:
-        raise fail(exc) from exc
     console.print(f"[green]Fleet created[/] in {root}")
     console.print(f"  root CA         {root / 'pki' / 'root-ca.pem'}  (give this to devices)")
     console.print(f"  admin API token {root / 'admin.token'}  (mode 0600)")
@@ -96,14 +91,12 @@ def server(
     from garrison.store.database import Database
 
     root = resolve_data_dir(data_dir)
-    try:
+    with failing():
         fleet = load_fleet(root)
         url = database or fleet.database_url
         db = Database(url)
         db.migrate()
         address = Listen.parse(listen or fleet.settings.listen)
-    except GarrisonError as exc:
-        raise fail(exc) from exc
     console.print(
         f"Garrison control plane on https://{address.host}:{address.port} "
         f"({db.dialect}, {workers} worker{'s' if workers > 1 else ''})"

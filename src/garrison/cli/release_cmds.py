@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, BinaryIO
 
 import typer
 from cryptography.hazmat.primitives import serialization
@@ -20,13 +20,14 @@ from garrison.cli.common import (
     Token,
     api_call,
     console,
-    fail,
+    failing,
     now,
     resolve_data_dir,
 )
 from garrison.errors import GarrisonError
 from garrison.identity.keyref import KeySecrets, open_key
 from garrison.keys import generate_software_key, save_software_key
+from garrison.keys.pkcs11 import closing_key
 
 release_app = typer.Typer(
     help="Signed releases: propose, sign (k of n), list.", no_args_is_help=True
@@ -48,7 +49,7 @@ KeyRef = Annotated[
 def _passphrase() -> bytes:
     value = os.environ.get(PASSPHRASE_ENV)
     if not value:
-        raise fail(GarrisonError(f"set {PASSPHRASE_ENV} to the passphrase of your release key"))
+        raise GarrisonError(f"set {PASSPHRASE_ENV} to the passphrase of your release key")
     return value.encode()
 
 
@@ -57,14 +58,15 @@ def keygen(
     out: Annotated[Path, typer.Option(help="Private key file to create (encrypted)")],
 ) -> None:
     """Create a release manager's key pair; give the .pub file to whoever holds the targets key."""
-    if out.exists():
-        raise fail(GarrisonError(f"{out} exists; refusing to overwrite a key"))
-    key = generate_software_key("ecdsa-p256")
-    save_software_key(key, out, _passphrase())
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    out.with_suffix(".pub").write_bytes(public)
+    with failing():
+        if out.exists():
+            raise GarrisonError(f"{out} exists; refusing to overwrite a key")
+        key = generate_software_key("ecdsa-p256")
+        save_software_key(key, out, _passphrase())
+        public = key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        out.with_suffix(".pub").write_bytes(public)
     signer = CryptoSigner(key)
     console.print(f"key {out} (public {out.with_suffix('.pub')}), keyid {signer.public_key.keyid}")
 
@@ -83,25 +85,22 @@ def set_managers(
     from garrison.store.database import Database
     from garrison.updates.managers import configure_release_managers, public_key_from_pem
 
-    try:
+    with failing():
         fleet = load_fleet(resolve_data_dir(data_dir))
         keys = [public_key_from_pem(path.read_bytes()) for path in key]
         database = Database(fleet.database_url)
         repo = configure_release_managers(fleet, database, keys, threshold, now())
-    except (GarrisonError, OSError) as exc:
-        raise fail(exc if isinstance(exc, GarrisonError) else GarrisonError(str(exc))) from exc
     console.print(
         f"{len(keys)} release manager key(s), threshold {threshold}; "
         f"targets v{repo.targets.signed.version}, snapshot v{repo.snapshot.signed.version}"
     )
 
 
-def _chunks(path: Path, progress: Progress) -> Iterator[bytes]:
-    task = progress.add_task("upload", total=path.stat().st_size)
-    with path.open("rb") as source:
-        while chunk := source.read(1024 * 1024):
-            progress.advance(task, len(chunk))
-            yield chunk
+def _chunks(source: BinaryIO, progress: Progress) -> Iterator[bytes]:
+    task = progress.add_task("upload", total=os.fstat(source.fileno()).st_size)
+    while chunk := source.read(1024 * 1024):
+        progress.advance(task, len(chunk))
+        yield chunk
 
 
 @release_app.command("create")
@@ -120,15 +119,20 @@ def create(
     token: Token = None,
 ) -> None:
     """Upload an artifact and propose it as a release; it publishes when k managers sign."""
-    with Progress(
-        *Progress.get_default_columns()[:1],
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        console=console,
-    ) as progress:
+    with failing():
+        source = image.open("rb")
+    with (
+        source,
+        Progress(
+            *Progress.get_default_columns()[:1],
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=console,
+        ) as progress,
+    ):
         stored = api_call(
-            data_dir, server, token, "PUT", "/artifacts", content=_chunks(image, progress)
+            data_dir, server, token, "PUT", "/artifacts", content=_chunks(source, progress)
         )
     body = {
         "name": name,
@@ -163,14 +167,13 @@ def sign(
         pkcs11_module,
         os.environ.get("GARRISON_PKCS11_PIN"),
     )
-    try:
-        signer = CryptoSigner(open_key(ref, Path.cwd(), secrets))
-    except GarrisonError as exc:
-        raise fail(exc) from exc
-    client_call = api_call(
-        data_dir, server, token, "GET", f"/releases/{release_id}/payload", raw=True
-    )
-    signature = signer.sign(client_call)
+    with failing():
+        signing_key = open_key(ref, Path.cwd(), secrets)
+    with closing_key(signing_key):
+        payload = api_call(
+            data_dir, server, token, "GET", f"/releases/{release_id}/payload", raw=True
+        )
+        signature = CryptoSigner(signing_key).sign(payload)
     release = api_call(
         data_dir,
         server,
@@ -226,7 +229,7 @@ def export(
     from garrison.updates.tufclient import Repo
 
     root = resolve_data_dir(data_dir)
-    try:
+    with failing():
         base = (server or read_settings(root).public_url).rstrip("/")
         initial = (tuf_root or root / "pki" / "tuf-root.json").read_bytes()
         fetcher = HttpsFetcher.pinned(root / "pki" / "root-ca.pem")
@@ -235,8 +238,6 @@ def export(
             exported = export_bundle(repo, initial, target, out, now())
         finally:
             fetcher.close()
-    except (GarrisonError, OSError) as exc:
-        raise fail(exc if isinstance(exc, GarrisonError) else GarrisonError(str(exc))) from exc
     console.print(
         f"exported {exported.target} ({exported.length} bytes, "
         f"{exported.metadata_files} metadata files) to {out}"
@@ -264,13 +265,11 @@ def rotate_root(
 
     stamp = now().strftime("%Y%m%d%H%M%S")
     ref = new_key or f"file:keys/tuf-root-{stamp}.key.pem"
-    try:
+    with failing():
         fleet = load_fleet(resolve_data_dir(data_dir))
         database = Database(fleet.database_url)
         repo = rotate_root_key(fleet, database, ref, now())
         database.dispose()
-    except GarrisonError as exc:
-        raise fail(exc) from exc
     console.print(
         f"root v{repo.root.signed.version} published, signed by the old and the new key; "
         f"new root key {ref} (keep the old key until every device has refreshed, then destroy it)"
