@@ -3,6 +3,7 @@ reading the metadata through an in-memory fetcher: threshold signing, publicatio
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from tuf.api.metadata import Metadata, TargetFile
 from tuf.ngclient import Updater
 from tuf.ngclient.fetcher import FetcherInterface
 
-from garrison.errors import PolicyError
+from garrison.errors import InvalidRequest, PolicyError
 from garrison.updates.repository import (
     Repository,
     SignatureRefused,
@@ -24,6 +25,7 @@ from garrison.updates.repository import (
     propose_release,
     publish_release,
     refresh_online,
+    release_delegation,
     set_release_managers,
     signatures_missing,
 )
@@ -141,3 +143,21 @@ def test_client_refuses_a_release_signed_by_one_manager(world: tuple, tmp_path: 
     client.refresh()
     with pytest.raises((RepositoryError, DownloadError)):
         client.get_targetinfo("fw/evil")
+
+
+def test_a_key_named_twice_counts_once(world: tuple) -> None:  # type: ignore[type-arg]
+    repo, keys, _ = world
+    rm1, rm2 = keys["rm1"].public_key, keys["rm2"].public_key
+    with pytest.raises(InvalidRequest, match="between 1 and 1 distinct keys"):
+        set_release_managers(repo, [rm1, rm1], 2, keys["targets"], NOW)
+    targets = set_release_managers(repo, [rm1, rm2, rm1], 2, keys["targets"], NOW)
+    repo = dataclasses.replace(repo, targets=targets)
+    managers, threshold = release_delegation(repo)
+    assert sorted(managers) == sorted([rm1.keyid, rm2.keyid]) and threshold == 2
+
+
+def test_no_release_managers_is_refused(world: tuple) -> None:  # type: ignore[type-arg]
+    repo, keys, _ = world
+    for threshold in (0, 1):
+        with pytest.raises(InvalidRequest, match="at least one release manager"):
+            set_release_managers(repo, [], threshold, keys["targets"], NOW)

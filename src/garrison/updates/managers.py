@@ -49,6 +49,6 @@ def configure_release_managers(
             target="releases",
             outcome="ok",
             now=now,
-            details={"keyids": sorted(k.keyid for k in keys), "threshold": threshold},
+            details={"keyids": sorted({k.keyid for k in keys}), "threshold": threshold},
         )
     return updated

@@ -206,17 +206,23 @@ def rotate_root(
 def set_release_managers(
     repo: Repository, keys: Sequence[Key], threshold: int, targets_signer: Signer, now: dt.datetime
 ) -> Metadata[Targets]:
-    """New targets metadata delegating ``releases`` to exactly ``keys`` with ``threshold``."""
-    if not 1 <= threshold <= max(len(keys), 1):
-        raise InvalidRequest(f"threshold {threshold} needs between 1 and {len(keys)} keys")
+    """New targets metadata delegating ``releases`` to exactly ``keys`` with ``threshold``.
+    A key named twice counts once; no keys at all is refused (nobody could ever release)."""
+    distinct = {k.keyid: k for k in keys}
+    if not distinct:
+        raise InvalidRequest("name at least one release manager's key")
+    if not 1 <= threshold <= len(distinct):
+        raise InvalidRequest(
+            f"threshold {threshold} needs between 1 and {len(distinct)} distinct keys"
+        )
     current = repo.targets.signed
     delegation = DelegatedRole(
-        RELEASES, sorted(k.keyid for k in keys), threshold, True, path_hash_prefixes=ALL_TARGETS
+        RELEASES, sorted(distinct), threshold, True, path_hash_prefixes=ALL_TARGETS
     )
     targets = Targets(
         version=current.version + 1,
         expires=_expires("targets", now),
-        delegations=Delegations({k.keyid: k for k in keys}, {RELEASES: delegation}),
+        delegations=Delegations(distinct, {RELEASES: delegation}),
     )
     md = Metadata(targets)
     md.sign(targets_signer)
