@@ -66,6 +66,36 @@ def test_init_then_audit_verify_detects_tampering(tmp_path: Path) -> None:
     assert truncated.exit_code == 2 and "before the recorded head" in truncated.output
 
 
+@pytest.mark.parametrize(
+    "given", ["abc", "5", "1:", ":" + "a" * 64, "0:x", "1:" + "g" * 64, "-1:" + "a" * 64, "1²:x"]
+)
+def test_audit_verify_refuses_a_malformed_expected_head(tmp_path: Path, given: str) -> None:
+    data = tmp_path / "fleet"  # no fleet needed: the option is checked first
+    result = runner.invoke(
+        app, ["audit", "verify", "--data-dir", str(data), "--expect-head", given]
+    )
+    assert result.exit_code == 2
+    assert "--expect-head must be SEQ:HASH" in result.output, result.output
+
+
+def test_audit_verify_checks_the_expected_head(tmp_path: Path) -> None:
+    data = tmp_path / "fleet"
+    assert runner.invoke(app, ["init", "--data-dir", str(data)]).exit_code == 0
+    verify = ["audit", "verify", "--data-dir", str(data), "--expect-head"]
+    ok = runner.invoke(app, ["audit", "verify", "--data-dir", str(data)])
+    head = ok.output.split("head ", 1)[1].split()[0]
+    assert head.startswith("1:")
+    assert runner.invoke(app, [*verify, head]).exit_code == 0
+    assert runner.invoke(app, [*verify, head.upper()]).exit_code == 0
+    assert runner.invoke(app, [*verify, "0:" + "0" * 64]).exit_code == 0  # the empty log
+    for other in ("1:" + "f" * 64, "0:" + "f" * 64):  # a head this log never had
+        differs = runner.invoke(app, [*verify, other])
+        assert differs.exit_code == 2
+        assert "differs from the recorded head" in differs.output, differs.output
+    ahead = runner.invoke(app, [*verify, "2:" + head[2:]])
+    assert ahead.exit_code == 2 and "before the recorded head 2" in ahead.output
+
+
 def test_missing_fleet_tells_the_user_what_to_do(tmp_path: Path) -> None:
     result = runner.invoke(app, ["audit", "verify", "--data-dir", str(tmp_path / "nope")])
     assert result.exit_code == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -257,6 +258,7 @@ def audit_verify(
     ] = None,
 ) -> None:
     """Verify the audit log's hash chain directly in the database (not via the server)."""
+    from garrison.access.audit import GENESIS_HASH
     from garrison.settings import read_settings
     from garrison.store.audit_log import read_audit, verify_stored_chain
     from garrison.store.database import Database
@@ -264,21 +266,41 @@ def audit_verify(
 
     root = resolve_data_dir(data_dir)
     with failing():
+        expected = None if expect_head is None else _parse_head(expect_head)
         url = database or read_settings(root).database_url or sqlite_url(root)
         db = Database(url)
         with db.read() as conn:
             seq, head = verify_stored_chain(conn)
-        if expect_head is not None:
-            want_seq, _, want_hash = expect_head.partition(":")
-            if not want_seq.isdigit() or seq < int(want_seq):
+        if expected is not None:
+            want_seq, want_hash = expected
+            if seq < want_seq:
                 raise GarrisonError(
                     f"audit log ends at entry {seq}, before the recorded head {want_seq}"
                 )
-            with db.read() as conn:
-                recorded = next(read_audit(conn, after=int(want_seq) - 1, limit=1), None)
-            if recorded is None or recorded.entry_hash != want_hash:
+            if want_seq == 0:
+                found = GENESIS_HASH
+            else:
+                with db.read() as conn:
+                    entry = next(read_audit(conn, after=want_seq - 1, limit=1), None)
+                found = "" if entry is None else entry.entry_hash
+            if found != want_hash:
                 raise GarrisonError(f"audit entry {want_seq} differs from the recorded head")
     console.print(f"[green]audit log intact[/]: {seq} entries, head {seq}:{head}")
+
+
+_HEAD = re.compile(r"([0-9]+):([0-9a-fA-F]{64})")
+
+
+def _parse_head(text: str) -> tuple[int, str]:
+    """``SEQ:HASH`` as 'audit verify' prints it → (sequence number, lowercase hash)."""
+    match = _HEAD.fullmatch(text.strip())
+    if match is None:
+        raise GarrisonError(
+            f"--expect-head must be SEQ:HASH (a sequence number and a SHA-256 in hex), "
+            f"not {text!r}",
+            hint="give the head an earlier 'garrison audit verify' printed",
+        )
+    return int(match.group(1)), match.group(2).lower()
 
 
 @audit_app.command("list")
