@@ -7,10 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tuf.api.metadata import Metadata
 
 from garrison.errors import InvalidRequest
-from garrison.updates import apps
-from garrison.updates.releases import ReleaseSpec
+from garrison.updates import apps, releases
+from garrison.updates.releases import ReleaseService, ReleaseSpec
+from garrison.updates.store import metadata_file
+from tests.conftest import Clock, RunningFleet
 
 SHA = "0" * 64
 FILES = {"bin/app": b"app\n"}
@@ -66,3 +69,25 @@ def test_device_accepts_exactly_the_app_names_the_control_plane_does(
 ) -> None:
     release = spec(name=name)
     assert accepted_by_device(tmp_path, release) == accepted_by_control_plane(release)
+
+
+def service(fleet: RunningFleet, clock: Clock) -> ReleaseService:
+    paths = fleet.fleet.paths
+    signers = fleet.fleet.snapshot_signer, fleet.fleet.timestamp_signer
+    return ReleaseService(fleet.database, paths.artifacts, *signers, clock)
+
+
+def test_serving_a_fresh_timestamp_reads_only_the_online_roles(
+    fleet: RunningFleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    releases_service = service(fleet, Clock())
+    with fleet.database.read() as conn:
+        stored = metadata_file(conn, "timestamp", None)
+
+    def load_repository(*_: object) -> None:
+        raise AssertionError("the whole repository was loaded to serve a fresh timestamp")
+
+    monkeypatch.setattr(releases, "load_repository", load_repository)
+    served = releases_service.metadata("timestamp", None)
+    assert served is not None and served == stored
+    assert Metadata.from_bytes(served).signed.version == 1

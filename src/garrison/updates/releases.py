@@ -32,7 +32,12 @@ from garrison.updates.repository import (
     refresh_online,
     signatures_missing,
 )
-from garrison.updates.store import load_repository, metadata_file, save_repository
+from garrison.updates.store import (
+    load_online,
+    load_repository,
+    metadata_file,
+    save_repository,
+)
 
 INSTALL_TYPES = ("image", "app")
 MAX_ARTIFACT_BYTES = 4 * 1024**3
@@ -168,15 +173,18 @@ class ReleaseService:
             return metadata_file(conn, role, version)
 
     def refresh(self) -> None:
+        """Re-sign snapshot and timestamp when less than half their validity is left. The
+        check reads only those two roles; the whole repository is loaded only to re-sign,
+        under the write lock."""
         now = self._clock()
         with self._db.read() as conn:
-            repo = load_repository(conn)
-        snapshot_due = due_for_refresh(repo.snapshot, "snapshot", now)
-        if not snapshot_due and not due_for_refresh(repo.timestamp, "timestamp", now):
+            snapshot, timestamp = load_online(conn)
+        snapshot_due = due_for_refresh(snapshot, "snapshot", now)
+        if not snapshot_due and not due_for_refresh(timestamp, "timestamp", now):
             return
         try:
             with self._db.write() as conn:
-                repo = load_repository(conn)  # again, under the write lock
+                repo = load_repository(conn)  # all of it, and again: under the write lock
                 fresh = refresh_online(
                     repo,
                     self._snapshot,

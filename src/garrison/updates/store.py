@@ -29,15 +29,19 @@ def _latest(conn: Connection, role: str) -> bytes | None:
     return None if row is None else bytes(row.data)
 
 
-def load_repository(conn: Connection) -> Repository:
-    """The newest metadata of every role."""
-    found = {role: _latest(conn, role) for role in ROLES}
-    missing = [role for role in ROLES[:4] if found[role] is None]
+def _require(found: dict[str, bytes | None], roles: tuple[str, ...]) -> None:
+    missing = [role for role in roles if found[role] is None]
     if missing:
         raise ConfigError(
             f"the update repository has no {', '.join(missing)} metadata",
             hint="this fleet predates the update repository: run 'garrison tuf init'",
         )
+
+
+def load_repository(conn: Connection) -> Repository:
+    """The newest metadata of every role."""
+    found = {role: _latest(conn, role) for role in ROLES}
+    _require(found, ROLES[:4])
     releases = found[RELEASES]
     return Repository(
         Metadata[Root].from_bytes(found["root"]),  # type: ignore[arg-type]
@@ -45,6 +49,17 @@ def load_repository(conn: Connection) -> Repository:
         Metadata[Snapshot].from_bytes(found["snapshot"]),  # type: ignore[arg-type]
         Metadata[Timestamp].from_bytes(found["timestamp"]),  # type: ignore[arg-type]
         None if releases is None else Metadata[Targets].from_bytes(releases),
+    )
+
+
+def load_online(conn: Connection) -> tuple[Metadata[Snapshot], Metadata[Timestamp]]:
+    """The newest snapshot and timestamp only: all it takes to see whether the online roles
+    are due for re-signing, without reading the other roles."""
+    found = {role: _latest(conn, role) for role in ("snapshot", "timestamp")}
+    _require(found, ("snapshot", "timestamp"))
+    return (
+        Metadata[Snapshot].from_bytes(found["snapshot"]),  # type: ignore[arg-type]
+        Metadata[Timestamp].from_bytes(found["timestamp"]),  # type: ignore[arg-type]
     )
 
 
