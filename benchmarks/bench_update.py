@@ -43,7 +43,7 @@ from garrison.updates.bootenv import SlotInfo
 from garrison.updates.client import UpdateClient
 from garrison.updates.device_state import fetch_initial_root, provision_updates
 from garrison.updates.installer import FileSlotInstaller
-from garrison.updates.managers import configure_release_managers
+from garrison.updates.offline import configure_release_managers
 from garrison.updates.releases import ReleaseService, ReleaseSpec
 from garrison.updates.simdevice import SimulatedDevice
 

@@ -23,7 +23,7 @@ from garrison.store.tables import releases, tuf_metadata
 from garrison.updates.client import UpdateClient
 from garrison.updates.device_state import UpdateState, fetch_initial_root, provision_updates
 from garrison.updates.fetchers import RangeFetcher
-from garrison.updates.managers import configure_release_managers
+from garrison.updates.offline import configure_release_managers
 from garrison.updates.simdevice import SimulatedDevice
 from garrison.updates.tufclient import Repo
 from tests.conftest import RunningFleet

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from securesystemslib.signer import CryptoSigner
 from tuf.ngclient import Updater
 
-from garrison.updates.managers import configure_release_managers
+from garrison.updates.offline import configure_release_managers
 from tests.conftest import RunningFleet
 
 IMAGE = bytes(range(256)) * 4096  # 1 MiB

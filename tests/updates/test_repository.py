@@ -72,7 +72,7 @@ def world(tmp_path: Path) -> tuple[Repository, dict[str, CryptoSigner], Files]:
     )
     managers = [keys[n].public_key for n in ("rm1", "rm2", "rm3")]
     targets = set_release_managers(repo, managers, 2, keys["targets"], NOW)
-    repo = Repository(repo.root, targets, repo.snapshot, repo.timestamp, None)
+    repo = dataclasses.replace(repo, targets=targets)
     repo = refresh_online(repo, keys["snapshot"], keys["timestamp"], NOW, new_snapshot=True)
     files = Files()
     files.publish(repo)
@@ -136,7 +136,7 @@ def test_client_refuses_a_release_signed_by_one_manager(world: tuple, tmp_path: 
     target = TargetFile.from_data("fw/evil", b"evil", ["sha256"])
     proposal = propose_release(repo, target, NOW)
     proposal.signatures[keys["rm1"].public_key.keyid] = keys["rm1"].sign(proposal.signed_bytes)
-    forced = Repository(repo.root, repo.targets, repo.snapshot, repo.timestamp, proposal)
+    forced = dataclasses.replace(repo, releases=proposal)
     forced = refresh_online(forced, keys["snapshot"], keys["timestamp"], NOW, new_snapshot=True)
     files.publish(forced)
     client = updater(tmp_path, files, repo)

@@ -11,6 +11,7 @@ metadata, mix-and-match, and artifacts longer than declared or endless.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from collections.abc import Iterator
@@ -133,7 +134,7 @@ def test_a_release_signed_by_one_manager_written_into_the_database(
         repo = load_repository(conn)
         proposal = propose_release(repo, target, NOW)
         add_release_signature(repo, proposal, world.signers[0].sign(proposal.signed_bytes))
-        forced = Repository(repo.root, repo.targets, repo.snapshot, repo.timestamp, proposal)
+        forced = dataclasses.replace(repo, releases=proposal)
         forced = refresh_online(
             forced, fleet.snapshot_signer, fleet.timestamp_signer, NOW, new_snapshot=True
         )

@@ -83,7 +83,7 @@ def set_managers(
     targets key (run where that key is)."""
     from garrison.identity.fleet import load_fleet
     from garrison.store.database import Database
-    from garrison.updates.managers import configure_release_managers, public_key_from_pem
+    from garrison.updates.offline import configure_release_managers, public_key_from_pem
 
     with failing():
         fleet = load_fleet(resolve_data_dir(data_dir))
@@ -261,7 +261,7 @@ def rotate_root(
     devices follow it on their next refresh. Run where the old root key is."""
     from garrison.identity.fleet import load_fleet
     from garrison.store.database import Database
-    from garrison.updates.rotation import rotate_root_key
+    from garrison.updates.offline import rotate_root_key
 
     stamp = now().strftime("%Y%m%d%H%M%S")
     ref = new_key or f"file:keys/tuf-root-{stamp}.key.pem"

@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from securesystemslib.signer import Key, Signature, Signer
 from tuf.api.exceptions import UnsignedMetadataError
@@ -155,7 +155,7 @@ def refresh_online(
     if new_snapshot:
         snapshot = _snapshot(repo.snapshot, snapshot_meta(repo), snapshot_signer, now)
     timestamp = _timestamp(repo.timestamp, snapshot.signed.version, timestamp_signer, now)
-    return Repository(repo.root, repo.targets, snapshot, timestamp, repo.releases)
+    return replace(repo, snapshot=snapshot, timestamp=timestamp)
 
 
 def due_for_refresh(
@@ -298,5 +298,5 @@ def publish_release(
         raise PolicyError(
             f"the release lacks signatures: {signatures_missing(repo, proposal)} more needed"
         ) from exc
-    published = Repository(repo.root, repo.targets, repo.snapshot, repo.timestamp, proposal)
+    published = replace(repo, releases=proposal)
     return refresh_online(published, snapshot_signer, timestamp_signer, now, new_snapshot=True)
