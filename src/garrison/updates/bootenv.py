@@ -46,17 +46,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from garrison.errors import GarrisonError, PolicyError
+from garrison.updates.digests import SHA256_HEX
 
 SLOTS: tuple[str, str] = ("a", "b")
 SlotState = Literal["written", "good", "bad"]
 SLOT_STATES: tuple[SlotState, ...] = ("written", "good", "bad")
 FORMAT = 1
-_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 class UpdateError(GarrisonError):
@@ -433,7 +432,7 @@ def _check_slot(slot: str) -> None:
 
 
 def _check_info(info: SlotInfo) -> None:
-    if not _SHA256_HEX.fullmatch(info.sha256):
+    if not SHA256_HEX.fullmatch(info.sha256):
         raise UpdateStateError(f"sha256 {info.sha256!r} is not 64 lower-case hex digits")
     if info.length < 0 or info.security_version < 0:
         raise UpdateStateError("length and security version must not be negative")

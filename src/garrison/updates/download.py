@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,14 +26,13 @@ from tuf.api.exceptions import DownloadError, DownloadHTTPError
 
 from garrison.atomicfile import fsync_dir
 from garrison.updates.bootenv import ImageVerificationFailed, UpdateError
+from garrison.updates.digests import SHA256_HEX, hash_file
 from garrison.updates.fetchers import RangeFetcher
 
 if TYPE_CHECKING:
     from hashlib import _Hash as Hasher  # the type of hashlib's objects, named only in stubs
 
 Progress = Callable[[int, int], None]  # (bytes held, declared length)
-READ_CHUNK = 1 << 20
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class ArtifactRefused(ImageVerificationFailed):
@@ -53,7 +51,7 @@ class Expected:
     hashes: Mapping[str, str]  # algorithm → lower-case hex digest
 
     def __post_init__(self) -> None:
-        if not _SHA256.fullmatch(self.hashes.get("sha256", "")) or self.length < 0:
+        if not SHA256_HEX.fullmatch(self.hashes.get("sha256", "")) or self.length < 0:
             raise ArtifactRefused(
                 "the target declares no valid SHA-256 and length; this device needs both"
             )
@@ -88,7 +86,8 @@ def fetch_artifact(
     final = directory / expected.sha256
     part = directory / f"{expected.sha256}.part"
     if final.exists():
-        if _digest_ok(_hash_file(final, expected), expected, final.stat().st_size):
+        hashers = expected.hashers()
+        if _digest_ok(hashers, expected, hash_file(final, hashers.values())):
             progress(expected.length, expected.length)
             return final
         final.unlink()
@@ -96,7 +95,9 @@ def fetch_artifact(
     if held > expected.length:
         part.unlink()
         held = 0
-    hashers = _hash_file(part, expected) if held else expected.hashers()
+    hashers = expected.hashers()
+    if held:
+        hash_file(part, hashers.values())
     progress(held, expected.length)
     if held < expected.length:
         held = _receive(fetcher, url, expected, part, held, hashers, progress)
@@ -168,15 +169,6 @@ def _receive(
             "nothing was installed",
         )
     return held
-
-
-def _hash_file(path: Path, expected: Expected) -> dict[str, Hasher]:
-    hashers = expected.hashers()
-    with path.open("rb") as f:
-        while chunk := f.read(READ_CHUNK):
-            for hasher in hashers.values():
-                hasher.update(chunk)
-    return hashers
 
 
 def _digest_ok(hashers: Mapping[str, Hasher], expected: Expected, length: int) -> bool:

@@ -44,11 +44,11 @@ from garrison.atomicfile import fsync_dir
 from garrison.errors import InvalidRequest
 from garrison.updates import bootenv
 from garrison.updates.bootenv import SLOTS, ImageVerificationFailed, SlotInfo
+from garrison.updates.digests import CHUNK
 from garrison.updates.simdevice import BootResult, SimulatedDevice
 
 Checkpoint = Callable[[str], None]
 ImageSource = Iterable[bytes] | BinaryIO
-DEFAULT_CHUNK = 1 << 20
 DEFAULT_BOOT_ATTEMPTS = 3
 DEFAULT_CHECK_TIMEOUT = 30.0
 
@@ -94,7 +94,7 @@ class FileSlotInstaller:
         device: SimulatedDevice,
         checkpoint: Checkpoint = no_checkpoint,
         *,
-        chunk_size: int = DEFAULT_CHUNK,
+        chunk_size: int = CHUNK,
         verify_readback: bool = True,
     ) -> None:
         if chunk_size < 1:

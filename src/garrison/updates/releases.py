@@ -22,7 +22,14 @@ from garrison.errors import InvalidRequest, PolicyError
 from garrison.store.audit_log import append_audit
 from garrison.store.database import Database
 from garrison.store.tables import releases
-from garrison.updates.eligibility import NAME, RESERVED, valid_name, valid_version
+from garrison.updates.digests import SHA256_HEX
+from garrison.updates.eligibility import (
+    INSTALL_TYPES,
+    NAME,
+    RESERVED,
+    valid_name,
+    valid_version,
+)
 from garrison.updates.repository import (
     Repository,
     add_release_signature,
@@ -39,7 +46,6 @@ from garrison.updates.store import (
     save_repository,
 )
 
-INSTALL_TYPES = ("image", "app")
 MAX_ARTIFACT_BYTES = 4 * 1024**3
 CHUNK = 1024 * 1024
 
@@ -76,7 +82,7 @@ class ReleaseSpec:
             not check or len(check) > 32 for check in self.health_checks
         ):
             raise InvalidRequest("at most 16 health checks of 1-32 arguments each")
-        if not re.fullmatch(r"[0-9a-f]{64}", self.sha256):
+        if not SHA256_HEX.fullmatch(self.sha256):
             raise InvalidRequest("sha256 must be 64 lower-case hex digits")
 
     @property
@@ -197,7 +203,7 @@ class ReleaseService:
             pass  # another replica refreshed at the same moment; its versions stand
 
     def artifact_path(self, sha256: str) -> Path | None:
-        if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        if not SHA256_HEX.fullmatch(sha256):
             return None
         path = self.artifacts / sha256
         return path if path.is_file() else None

@@ -26,15 +26,13 @@ its checksum detects corruption, not tampering.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from garrison.atomicfile import atomic_write, fsync_dir
 from garrison.updates import bootenv
 from garrison.updates.bootenv import BootEnv, BootEnvCorrupt, SlotInfo, UpdateStateError
-
-READ_CHUNK = 1 << 20
+from garrison.updates.digests import hash_file
 
 
 @dataclass(frozen=True)
@@ -107,13 +105,11 @@ class SimulatedDevice:
     def slot_verifies(self, slot: str, info: SlotInfo) -> bool:
         """Whether ``slot``'s bytes have exactly ``info``'s length and SHA-256."""
         path = self.slot_path(slot)
+        digest = hashlib.sha256()
         try:
-            with path.open("rb") as f:
-                if os.fstat(f.fileno()).st_size != info.length:
-                    return False
-                digest = hashlib.sha256()
-                while chunk := f.read(READ_CHUNK):
-                    digest.update(chunk)
+            if path.stat().st_size != info.length:
+                return False
+            hash_file(path, [digest])
         except OSError:
             return False
         return digest.hexdigest() == info.sha256
