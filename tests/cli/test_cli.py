@@ -38,6 +38,16 @@ def test_every_command_has_help(path: list[str]) -> None:
     assert len(result.output.strip().splitlines()) > 3
 
 
+def test_the_command_line_starts_without_the_server_stack() -> None:
+    """Commands import the server, the database and the fleet's CA only when they run."""
+    code = "import sys, garrison.cli.main; print(' '.join(sys.modules))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    heavy = ("fastapi", "uvicorn", "sqlalchemy", "garrison.server", "garrison.identity.fleet")
+    assert [m for m in loaded if m.startswith(heavy)] == []
+
+
 def test_init_then_audit_verify_detects_tampering(tmp_path: Path) -> None:
     data = tmp_path / "fleet"
     result = runner.invoke(app, ["init", "--data-dir", str(data), "--organization", "Acme"])

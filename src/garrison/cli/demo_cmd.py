@@ -18,11 +18,6 @@ from garrison.agent.est_client import EnrollmentFailed, tls_context
 from garrison.agent.identity import AgentConfig, StateDir
 from garrison.cli.common import ApiClient, console, failing, now
 from garrison.errors import GarrisonError
-from garrison.identity.fleet import init_fleet, load_fleet
-from garrison.server.embedded import EmbeddedServer, free_port
-from garrison.server.run import Listen
-from garrison.settings import Settings
-from garrison.store.database import Database
 
 MARKER = ".garrison-demo"
 
@@ -50,11 +45,21 @@ def demo(
 ) -> None:
     """Create a fleet, start the control plane, enroll simulated devices through EST, have
     them check in over mutual TLS, renew one, revoke one, and verify the audit log."""
+    from garrison.server.embedded import free_port
+
     with failing():
         _run(data_dir, devices, port or free_port(), keep_running)
 
 
 def _run(data_dir: Path, count: int, port: int, keep_running: bool) -> None:
+    # The server stack is imported here, not at module level: every other command and
+    # '--help' would pay for it at startup.
+    from garrison.identity.fleet import init_fleet, load_fleet
+    from garrison.server.embedded import EmbeddedServer
+    from garrison.server.run import Listen
+    from garrison.settings import Settings
+    from garrison.store.database import Database
+
     _fresh_dir(data_dir)
     fleet_dir = data_dir / "fleet"
     url = f"https://127.0.0.1:{port}"

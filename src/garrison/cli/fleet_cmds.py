@@ -9,8 +9,6 @@ import typer
 
 from garrison.cli.common import DataDir, console, failing, now, resolve_data_dir
 from garrison.errors import GarrisonError
-from garrison.identity.fleet import init_fleet, load_fleet, pkcs11_key_refs
-from garrison.settings import Settings
 
 
 def init(
@@ -43,6 +41,9 @@ def init(
     ] = "",
 ) -> None:
     """Create a fleet: root CA, issuing CA, server TLS certificate and an admin API token."""
+    from garrison.identity.fleet import init_fleet, pkcs11_key_refs
+    from garrison.settings import Settings
+
     root = resolve_data_dir(data_dir)
     with failing():
         key_refs: dict[str, str] = {}
@@ -86,6 +87,7 @@ def server(
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
 ) -> None:
     """Run the HTTPS control plane (EST, OCSP/CRL, device API, admin API)."""
+    from garrison.identity.fleet import load_fleet
     from garrison.server.run import Listen, serve
     from garrison.server.workers import serve_workers
     from garrison.store.database import Database
