@@ -33,7 +33,6 @@ import os
 import tarfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import IO
 
 from tuf.api.exceptions import DownloadHTTPError
@@ -59,23 +58,21 @@ class BundleInvalid(UpdateError):
     """The file is not an update bundle, or its metadata is too old to be judged."""
 
 
-def bundle_reference_time(
-    now: dt.datetime, timestamp_expires: dt.datetime, max_age: dt.timedelta = OFFLINE_MAX_AGE
-) -> dt.datetime:
+def bundle_reference_time(now: dt.datetime, timestamp_expires: dt.datetime) -> dt.datetime:
     """The time a bundle's metadata is judged at (see the module docstring)."""
     if now < timestamp_expires:
         return now
-    if now - timestamp_expires > max_age:
+    if now - timestamp_expires > OFFLINE_MAX_AGE:
         raise BundleInvalid(
             f"the bundle's metadata expired on {timestamp_expires:%Y-%m-%d %H:%M} UTC, more "
-            f"than {max_age.days} days ago",
+            f"than {OFFLINE_MAX_AGE.days} days ago",
             hint="export a fresh bundle with 'garrison release export'",
         )
     return timestamp_expires - dt.timedelta(seconds=1)
 
 
 class Bundle:
-    """An update bundle opened for reading (use as a context manager)."""
+    """An update bundle opened for reading (release it with :meth:`close`)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -129,17 +126,6 @@ class Bundle:
     def close(self) -> None:
         self._tar.close()
 
-    def __enter__(self) -> Bundle:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
 
 def _parse_index(data: bytes) -> str:
     """The target path an index names (``ValueError`` if it is not a bundle index)."""
@@ -172,9 +158,8 @@ class BundleFetcher(RangeFetcher):
     """Serves a bundle's files at ``bundle:///metadata/…`` and ``bundle:///targets/…``;
     anything else is a 404, as a repository would answer."""
 
-    def __init__(self, bundle: Bundle, chunk_size: int = CHUNK) -> None:
+    def __init__(self, bundle: Bundle) -> None:
         self.bundle = bundle
-        self.chunk_size = chunk_size
 
     def _fetch_from(self, url: str, offset: int) -> Iterator[bytes]:
         name = url.removeprefix(BASE_URL) if url.startswith(BASE_URL) else ""
@@ -187,7 +172,7 @@ class BundleFetcher(RangeFetcher):
     def _chunks(self, stream: IO[bytes], offset: int) -> Iterator[bytes]:
         with stream:
             stream.seek(offset)
-            while chunk := stream.read(self.chunk_size):
+            while chunk := stream.read(CHUNK):
                 yield chunk
 
 

@@ -61,7 +61,7 @@ from garrison.updates.bundle import (
     bundle_reference_time,
 )
 from garrison.updates.device_state import UpdateState
-from garrison.updates.download import Expected, Progress, fetch_artifact
+from garrison.updates.download import Expected, Progress, fetch_artifact, no_progress
 from garrison.updates.eligibility import (
     INSTALL_TYPES,
     Declaration,
@@ -71,7 +71,6 @@ from garrison.updates.eligibility import (
 )
 from garrison.updates.fetchers import HttpsFetcher, device_channel
 from garrison.updates.installer import (
-    DEFAULT_BOOT_ATTEMPTS,
     Checkpoint,
     CommandCheck,
     FileSlotInstaller,
@@ -92,10 +91,6 @@ Outcome = Literal["committed", "rolled-back", "current", "unhealthy"]
 
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def _no_progress(done: int, total: int) -> None:
-    """The default progress callback: does nothing."""
 
 
 @dataclass(frozen=True)
@@ -129,7 +124,6 @@ class UpdateClient:
         offer: Offer | None = None,
         supported: Collection[str] = INSTALL_TYPES,
         checkpoint: Checkpoint = no_checkpoint,
-        boot_attempts: int = DEFAULT_BOOT_ATTEMPTS,
         closer: Callable[[], None] | None = None,
     ) -> None:
         self.state = state
@@ -138,18 +132,15 @@ class UpdateClient:
         self.clock = clock
         self.supported = tuple(supported)
         self.checkpoint = checkpoint
-        self.boot_attempts = boot_attempts
         self._offer = offer
         self._closer = closer
         self._verified: dict[str, VerifiedTarget] = {}
 
     @classmethod
-    def for_agent(
-        cls, state: StateDir, *, clock: Clock = utc_now, timeout: float = 60.0
-    ) -> UpdateClient:
+    def for_agent(cls, state: StateDir, *, clock: Clock = utc_now) -> UpdateClient:
         """The client of an enrolled agent: the control plane over mutual TLS."""
         config = state.load_config()
-        http = device_channel(state, config, timeout)
+        http = device_channel(state, config)
         base = config.server_url.rstrip("/")
         repo = Repo(HttpsFetcher(http), f"{base}/tuf/metadata/", f"{base}/tuf/targets/")
         return cls(
@@ -218,7 +209,7 @@ class UpdateClient:
             return apps.current_version(device.root, decl.name) == decl.version
         return plan_image(device.load_env(), target.hashes["sha256"]) == "current"
 
-    def download(self, target: TargetFile, progress: Progress = _no_progress) -> Path:
+    def download(self, target: TargetFile, progress: Progress = no_progress) -> Path:
         """The verified artifact of a checked target (downloaded or resumed as needed)."""
         verified = self._require_checked(target)
         expected = Expected(target.length, dict(target.hashes))
@@ -254,7 +245,7 @@ class UpdateClient:
         return result
 
     def update(
-        self, target_path: str | None = None, progress: Progress = _no_progress
+        self, target_path: str | None = None, progress: Progress = no_progress
     ) -> InstallResult | None:
         """Finish what an interruption left pending (:func:`resume_device`), then check,
         download and install ``target_path`` (default: the offered release); None when
@@ -287,8 +278,7 @@ class UpdateClient:
                 source,
                 info,
                 [CommandCheck(check) for check in decl.health_checks],
-                self.boot_attempts,
-                self.checkpoint,
+                checkpoint=self.checkpoint,
             )
         return _result(target.path, report)
 

@@ -41,6 +41,7 @@ from garrison.updates.simdevice import SimulatedDevice
 FACTORY_IMAGE = b"garrison simulated device: factory image\n"
 FACTORY_VERSION = "factory"
 MAX_ROOT_BYTES = 512_000
+ROOT_FETCH_TIMEOUT = 30.0
 
 
 class UpdateState:
@@ -165,12 +166,14 @@ def check_tuf_root(data: bytes) -> Metadata[Root]:
     return root
 
 
-def fetch_initial_root(server_url: str, fleet_root_pem: Path, timeout: float = 30.0) -> bytes:
+def fetch_initial_root(server_url: str, fleet_root_pem: Path) -> bytes:
     """``/tuf/metadata/1.root.json`` over TLS pinned to the fleet root (trust on first use
     over the fleet-pinned channel; see the module docstring)."""
     url = f"{server_url.rstrip('/')}/tuf/metadata/1.root.json"
     try:
-        with httpx.Client(verify=tls_context(str(fleet_root_pem)), timeout=timeout) as client:
+        with httpx.Client(
+            verify=tls_context(str(fleet_root_pem)), timeout=ROOT_FETCH_TIMEOUT
+        ) as client:
             response = client.get(url)
     except httpx.HTTPError as exc:
         raise ConfigError(f"cannot fetch the fleet's TUF root from {url}: {exc}") from exc

@@ -69,7 +69,7 @@ class Expected:
             ) from exc
 
 
-def _no_progress(done: int, total: int) -> None:
+def no_progress(done: int, total: int) -> None:
     """The default progress callback: does nothing."""
 
 
@@ -79,7 +79,7 @@ def fetch_artifact(
     expected: Expected,
     directory: Path,
     *,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
 ) -> Path:
     """The verified artifact at ``directory/<sha256>``, downloading (or resuming) it."""
     directory.mkdir(parents=True, exist_ok=True)

@@ -229,25 +229,23 @@ class HealthResult:
         return "; ".join(self.failures) if self.failures else "healthy"
 
 
-def run_health_checks(
-    checks: Sequence[HealthCheck], *, timeout: float = DEFAULT_CHECK_TIMEOUT
-) -> HealthResult:
+def run_health_checks(checks: Sequence[HealthCheck]) -> HealthResult:
     """Run every check in order; healthy only if each passes.
 
-    A command passes when it exits 0 within its timeout (``timeout`` unless a
-    :class:`CommandCheck` says otherwise); a callable passes when it returns ``True`` or
+    A command passes when it exits 0 within its timeout (:data:`DEFAULT_CHECK_TIMEOUT`
+    unless a :class:`CommandCheck` says otherwise); a callable passes when it returns ``True`` or
     ``None`` without raising. No checks at all is healthy: the version booted and the
     agent runs, which is the check every update has.
     """
     failures: list[str] = []
     for check in checks:
-        failure = _run_check(check, timeout)
+        failure = _run_check(check)
         if failure is not None:
             failures.append(failure)
     return HealthResult(not failures, tuple(failures), len(checks))
 
 
-def _run_check(check: HealthCheck, timeout: float) -> str | None:
+def _run_check(check: HealthCheck) -> str | None:
     if isinstance(check, CommandCheck):
         return _run_command(check.argv, check.timeout)
     if callable(check):
@@ -261,7 +259,7 @@ def _run_check(check: HealthCheck, timeout: float) -> str | None:
         raise InvalidRequest(
             f"health check {check!r} is a string", hint="give a command as an argv list"
         )
-    return _run_command(tuple(check), timeout)
+    return _run_command(tuple(check), DEFAULT_CHECK_TIMEOUT)
 
 
 def _run_command(argv: Sequence[str], timeout: float) -> str | None:
@@ -318,7 +316,6 @@ def apply_update(
     source: ImageSource,
     info: SlotInfo,
     health_checks: Sequence[HealthCheck] = (),
-    boot_attempts: int = DEFAULT_BOOT_ATTEMPTS,
     checkpoint: Checkpoint = no_checkpoint,
 ) -> UpdateReport:
     """Install ``source`` as ``info``, switch to it, reboot, check, then commit or fall back.
@@ -328,7 +325,7 @@ def apply_update(
     (verification, downgrade) raise and leave the running version untouched.
     """
     slot = installer.install(source, info)
-    installer.switch(slot, boot_attempts)
+    installer.switch(slot)
     return _trial(device, installer, slot, health_checks, checkpoint)
 
 
@@ -336,7 +333,6 @@ def apply_rollback(
     device: SimulatedDevice,
     installer: SlotInstaller,
     health_checks: Sequence[HealthCheck] = (),
-    boot_attempts: int = DEFAULT_BOOT_ATTEMPTS,
     checkpoint: Checkpoint = no_checkpoint,
 ) -> UpdateReport:
     """Operator fallback: the previous good version goes on trial and commits when healthy.
@@ -344,7 +340,7 @@ def apply_rollback(
     Raises :class:`.bootenv.DowngradeRefused` when that version is below the security
     floor, :class:`.bootenv.RollbackUnavailable` when there is none.
     """
-    slot = installer.rollback(boot_attempts)
+    slot = installer.rollback()
     return _trial(device, installer, slot, health_checks, checkpoint)
 
 

@@ -47,7 +47,6 @@ from garrison.updates.store import (
 )
 
 MAX_ARTIFACT_BYTES = 4 * 1024**3
-CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True)
