@@ -12,7 +12,8 @@ import httpx
 from cryptography import x509
 
 from garrison import __version__
-from garrison.agent.est_client import build_csr, enroll, fetch_cacerts, reenroll, tls_context
+from garrison.agent.channel import device_client
+from garrison.agent.est_client import build_csr, enroll, fetch_cacerts, reenroll
 from garrison.agent.identity import AgentConfig, Identity, StateDir, verify_issued
 from garrison.agent.renewal import backoff, renewal_due
 from garrison.errors import ConfigError, GarrisonError
@@ -77,25 +78,12 @@ class Agent:
     # -- the channel -------------------------------------------------------------------
 
     def _client(self, config: AgentConfig, identity: Identity | None = None) -> httpx.Client:
-        trust = str(self.state.trust_path)
-        if identity is None:
-            context = tls_context(trust)
-        else:
-            if not identity.key_ref.startswith("file:"):
-                raise ConfigError(
-                    "this agent cannot yet do mutual TLS with a key inside a PKCS#11 token",
-                    hint="use the file key store for devices that talk mTLS (docs/identity.md)",
-                )
-            secrets = self.state.key_secrets(config)
-            context = tls_context(
-                trust, str(identity.cert_path), str(identity.key_path), secrets.passphrase
-            )
-        return httpx.Client(base_url=config.server_url, verify=context, timeout=self.timeout)
+        return device_client(self.state, config, identity, timeout=self.timeout)
 
     def check_in(self) -> CheckInResult:
         """Tell the control plane we are alive, over mTLS with the current identity."""
         config = self.state.load_config()
-        identity = self._require_identity()
+        identity = self.state.require_current()
         with self._client(config, identity) as client:
             try:
                 response = client.post("/device/v1/checkin", json={"agent_version": __version__})
@@ -106,19 +94,11 @@ class Agent:
         body = response.json()
         return CheckInResult(body["serial"], body["certificate"], int(body["poll_seconds"]))
 
-    def _require_identity(self) -> Identity:
-        identity = self.state.current()
-        if identity is None:
-            raise ConfigError(
-                f"{self.state.root} holds no identity", hint="run 'garrison agent enroll' first"
-            )
-        return identity
-
     # -- renewal -----------------------------------------------------------------------
 
     def renewal_due(self) -> bool:
         config = self.state.load_config()
-        cert = self._require_identity().certificate
+        cert = self.state.require_current().certificate
         return renewal_due(
             cert.not_valid_before_utc, cert.not_valid_after_utc, self.clock(), config.renew_fraction
         )
@@ -127,7 +107,7 @@ class Agent:
         """Re-enroll with a new key. The current identity stays active until the new one is
         complete on disk; an interruption at any point leaves a working identity."""
         config = self.state.load_config()
-        current = self._require_identity()
+        current = self.state.require_current()
         generation = current.generation + 1
         # The channel first: an identity it refuses (a key in a PKCS#11 token) must not cost
         # a new key object in the token on every attempt.

@@ -127,6 +127,15 @@ class StateDir:
         cert = x509.load_pem_x509_certificate((directory / "cert.pem").read_bytes())
         return Identity(generation, directory, str(pointer["key"]), cert)
 
+    def require_current(self) -> Identity:
+        """The active identity; a :class:`ConfigError` before the first enrollment."""
+        identity = self.current()
+        if identity is None:
+            raise ConfigError(
+                f"{self.root} holds no identity", hint="run 'garrison agent enroll' first"
+            )
+        return identity
+
     def new_key(self, config: AgentConfig, generation: int) -> tuple[str, SigningKey]:
         """A fresh key for ``generation``: in a file, or in the configured token."""
         directory = self.root / f"gen-{generation}"

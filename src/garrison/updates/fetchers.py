@@ -23,9 +23,9 @@ import httpx
 from tuf.api.exceptions import DownloadError, DownloadHTTPError
 from tuf.ngclient.fetcher import FetcherInterface
 
+from garrison.agent.channel import device_client
 from garrison.agent.est_client import tls_context
-from garrison.agent.identity import AgentConfig, Identity, StateDir
-from garrison.errors import ConfigError
+from garrison.agent.identity import AgentConfig, StateDir
 
 CHUNK = 1 << 20
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
@@ -122,20 +122,4 @@ class HttpsFetcher(RangeFetcher):
 def device_channel(state: StateDir, config: AgentConfig, timeout: float = 60.0) -> httpx.Client:
     """The device's ``httpx`` client: TLS pinned to the fleet root, presenting the device's
     current certificate and (encrypted) key — the same channel as check-in."""
-    identity: Identity | None = state.current()
-    if identity is None:
-        raise ConfigError(
-            f"{state.root} holds no identity", hint="run 'garrison agent enroll' first"
-        )
-    if not identity.key_ref.startswith("file:"):
-        raise ConfigError(
-            "this agent cannot yet do mutual TLS with a key inside a PKCS#11 token",
-            hint="use the file key store for devices that talk mTLS (docs/identity.md)",
-        )
-    context = tls_context(
-        str(state.trust_path),
-        str(identity.cert_path),
-        str(identity.key_path),
-        state.key_secrets(config).passphrase,
-    )
-    return httpx.Client(base_url=config.server_url, verify=context, timeout=timeout)
+    return device_client(state, config, state.require_current(), timeout=timeout)
