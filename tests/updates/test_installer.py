@@ -419,6 +419,19 @@ def test_tampered_app_is_refused_and_nothing_installed(
     assert not (tmp_path / "apps" / "pump").exists()
 
 
+def test_app_archive_from_a_file(tmp_path: Path) -> None:
+    archive = tmp_path / "pump-2.0.tar"
+    archive.write_bytes(tar_bytes(FILES_2))
+    info = apps.package_digest(archive)
+    assert info == apps.package_digest(archive.read_bytes())
+    apps.install_app(tmp_path / "dev", "pump", "2.0", archive, info)
+    assert (tmp_path / "dev" / "apps" / "pump" / "current" / "README").read_bytes() == b"v2"
+    archive.write_bytes(archive.read_bytes()[:-1] + b"\1")
+    with pytest.raises(ImageVerificationFailed):
+        apps.install_app(tmp_path / "dev", "pump", "3.0", archive, info)
+    assert apps.current_version(tmp_path / "dev", "pump") == "2.0"
+
+
 def test_tampered_archive_is_refused(tmp_path: Path) -> None:
     archive = tar_bytes(FILES_1)
     info = apps.package_digest(archive)

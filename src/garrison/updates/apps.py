@@ -17,11 +17,12 @@ Guarantees:
 * Nothing here ever deletes the version ``current`` points to; :func:`prune_app` removes
   only versions that are neither current nor previous, and crash leftovers.
 
-A package is either a tar archive (``bytes``; any compression ``tarfile`` reads, extracted
-with the ``data`` filter: no absolute paths, no ``..``, no devices, no links out) whose
-length and SHA-256 are the release's, or a mapping of relative paths to file contents
-whose digest is :func:`files_digest` — a ``sha256sum`` manifest (``<hex>  <path>`` lines
-sorted by path) hashed with SHA-256, its length the sum of the file sizes.
+A package is either a tar archive (``bytes``, or the ``Path`` of a file, read in chunks and
+never whole; any compression ``tarfile`` reads, extracted with the ``data`` filter: no
+absolute paths, no ``..``, no devices, no links out) whose length and SHA-256 are the
+release's, or a mapping of relative paths to file contents whose digest is
+:func:`files_digest` — a ``sha256sum`` manifest (``<hex>  <path>`` lines sorted by path)
+hashed with SHA-256, its length the sum of the file sizes.
 """
 
 from __future__ import annotations
@@ -38,10 +39,11 @@ from pathlib import Path, PurePosixPath
 
 from garrison.atomicfile import atomic_symlink, fsync_dir
 from garrison.updates.bootenv import ImageVerificationFailed, RollbackUnavailable, UpdateError
+from garrison.updates.digests import hash_file
 from garrison.updates.eligibility import RESERVED, valid_name, valid_version
 from garrison.updates.installer import Checkpoint, no_checkpoint
 
-PackageContent = bytes | Mapping[str, bytes]
+PackageContent = bytes | Path | Mapping[str, bytes]
 
 
 class AppInstallError(UpdateError):
@@ -64,9 +66,13 @@ def files_digest(files: Mapping[str, bytes]) -> AppInfo:
 
 
 def package_digest(content: PackageContent) -> AppInfo:
-    """The :class:`AppInfo` of an archive (its bytes) or of a files mapping."""
+    """The :class:`AppInfo` of an archive (its bytes or its file) or of a files mapping."""
     if isinstance(content, bytes):
         return AppInfo(hashlib.sha256(content).hexdigest(), len(content))
+    if isinstance(content, Path):
+        digest = hashlib.sha256()
+        length = hash_file(content, [digest])
+        return AppInfo(digest.hexdigest(), length)
     return files_digest(content)
 
 
@@ -98,8 +104,10 @@ def install_app(
     """Install ``content`` as ``name`` ``version`` and make it current; return its directory.
 
     Refuses (:class:`ImageVerificationFailed`) a package whose length or SHA-256 is not
-    ``info``'s, before writing anything. Installing the version that is already current
-    changes nothing. Checkpoints: ``app-written``, ``app-after-switch``.
+    ``info``'s, before writing anything. An archive given as a ``Path`` is read twice (hashed,
+    then unpacked): it must be a file only this device writes, as the client's downloads.
+    Installing the version that is already current changes nothing. Checkpoints:
+    ``app-written``, ``app-after-switch``.
     """
     _check_version(version)
     base = app_dir(root, name)
@@ -223,7 +231,7 @@ def _verify(name: str, version: str, content: PackageContent, info: AppInfo) -> 
 
 
 def _stage(name: str, version: str, content: PackageContent, info: AppInfo, dest: Path) -> None:
-    if isinstance(content, bytes):
+    if isinstance(content, bytes | Path):
         _extract(content, dest)
     else:
         _write_files(content, dest)
@@ -235,9 +243,13 @@ def _stage(name: str, version: str, content: PackageContent, info: AppInfo, dest
     _fsync_tree(dest)
 
 
-def _extract(archive: bytes, dest: Path) -> None:
+def _extract(archive: bytes | Path, dest: Path) -> None:
     try:
-        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:*") as tar:
+        with (
+            tarfile.open(archive, mode="r:*")
+            if isinstance(archive, Path)
+            else tarfile.open(fileobj=io.BytesIO(archive), mode="r:*")
+        ) as tar:
             tar.extractall(dest, filter="data")
     except (tarfile.TarError, OSError) as exc:
         raise AppInstallError(f"cannot unpack the package: {exc}") from exc

@@ -235,10 +235,12 @@ class UpdateClient:
                 f"{target.path} has not been downloaded and verified",
                 hint="download it first (UpdateClient.download)",
             )
-        self.state.remember(sha256, decl)
         if decl.install == "app":
             result = self._install_app(target, decl, artifact)
         else:
+            # the declaration of what a slot holds: its health checks run again on a resumed
+            # trial or an operator rollback (apps keep none: they switch back in one step)
+            self.state.remember(sha256, decl)
             result = self._install_image(target, decl, artifact)
         artifact.unlink(missing_ok=True)
         self.state.forget_unused(device.load_env())
@@ -287,9 +289,7 @@ class UpdateClient:
         if apps.current_version(root, decl.name) == decl.version:
             return InstallResult(target.path, "current", decl.version, "already runs")
         info = apps.AppInfo(target.hashes["sha256"], target.length)
-        apps.install_app(
-            root, decl.name, decl.version, artifact.read_bytes(), info, checkpoint=self.checkpoint
-        )
+        apps.install_app(root, decl.name, decl.version, artifact, info, checkpoint=self.checkpoint)
         health = run_health_checks([CommandCheck(check) for check in decl.health_checks])
         if health.healthy:
             event = f"app {decl.name} {decl.version} installed"
