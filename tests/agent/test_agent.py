@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 from pathlib import Path
 from typing import Any
@@ -39,18 +40,17 @@ def test_enroll_then_check_in(served: RunningFleet, officer: Officer, tmp_path: 
         agent.enroll(agent.state.load_config(), "gst_x", served.root_ca.read_bytes())
 
 
-def test_run_renews_when_due_and_retires_the_old_certificate(
+def test_cycle_renews_when_due_and_retires_the_old_certificate(
     served: RunningFleet, officer: Officer, tmp_path: Path
 ) -> None:
     clock = Clock()
     agent = _enrolled(served, officer, tmp_path, clock)
     old = agent.state.current()
     assert old is not None
-    stop = threading.Event()
-    agent.run(stop, max_cycles=1)
+    agent.cycle()
     assert agent.state.current() == old  # not yet due
     clock.advance(dt.timedelta(days=60))  # 66 % of the 90-day lifetime has passed
-    agent.run(stop, max_cycles=1)
+    agent.cycle()
     new = agent.state.current()
     assert new is not None and new.generation == 2
     assert new.certificate.public_key() != old.certificate.public_key()
@@ -63,6 +63,55 @@ def test_run_renews_when_due_and_retires_the_old_certificate(
         rows = dict(conn.execute(select(certificates.c.serial_hex, certificates.c.status)).all())
     assert rows[format(old.certificate.serial_number, "x")] == "revoked"
     assert rows[format(new.certificate.serial_number, "x")] == "valid"
+
+
+class RecordingStop(threading.Event):
+    """A stop event whose ``wait`` returns at once, recording the delay asked for; it is set
+    after ``waits`` waits, which ends the agent's loop."""
+
+    def __init__(self, waits: int) -> None:
+        super().__init__()
+        self.waits = waits
+        self.delays: list[float] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        assert timeout is not None
+        self.delays.append(timeout)
+        if len(self.delays) >= self.waits:
+            self.set()
+        return self.is_set()
+
+
+def test_run_waits_the_poll_interval_after_a_check_in(
+    served: RunningFleet, officer: Officer, tmp_path: Path
+) -> None:
+    agent = _enrolled(served, officer, tmp_path, Clock())
+    stop = RecordingStop(waits=2)
+    agent.run(stop)
+    poll = agent.check_in().poll_seconds
+    assert stop.delays == [poll, poll]
+
+
+def test_run_backs_off_while_the_control_plane_is_down(
+    served: RunningFleet,
+    officer: Officer,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    agent = _enrolled(served, officer, tmp_path, Clock())
+    config = agent.state.load_config()
+    dead = AgentConfig(serial=config.serial, server_url="https://127.0.0.1:1")
+    agent.state.save_config(dead, served.root_ca.read_bytes())
+    stop = RecordingStop(waits=4)
+    with caplog.at_level(logging.WARNING, logger="garrison.agent"):
+        agent.run(stop)  # returns: every failure was caught, and the event ended the loop
+    for attempt, delay in enumerate(stop.delays, start=1):  # 5 s doubling, jittered by half
+        assert 5 * 2 ** (attempt - 1) / 2 <= delay <= 5 * 2 ** (attempt - 1)
+    failures = [r.getMessage() for r in caplog.records]
+    assert len(failures) == 4
+    assert failures[0].startswith("agent cycle failed (attempt 1, retry in")
+    assert "cannot reach the control plane" in failures[0]
+    assert failures[3].startswith("agent cycle failed (attempt 4,")
 
 
 def test_renewal_interrupted_before_commit_keeps_the_working_identity(

@@ -123,16 +123,19 @@ class Agent:
 
     # -- the daemon --------------------------------------------------------------------
 
-    def run(self, stop: threading.Event, max_cycles: int | None = None) -> None:
-        """Check in every poll interval and renew when due; back off on failures."""
-        attempt, cycles = 0, 0
-        while not stop.is_set() and (max_cycles is None or cycles < max_cycles):
-            cycles += 1
+    def cycle(self) -> CheckInResult:
+        """One round of the daemon: renew the identity if it is due, then check in."""
+        if self.renewal_due():
+            identity = self.renew()
+            log.info("renewed identity: certificate %x", identity.certificate.serial_number)
+        return self.check_in()
+
+    def run(self, stop: threading.Event) -> None:
+        """Run :meth:`cycle` every poll interval until ``stop`` is set; back off on failures."""
+        attempt = 0
+        while not stop.is_set():
             try:
-                if self.renewal_due():
-                    identity = self.renew()
-                    log.info("renewed identity: certificate %x", identity.certificate.serial_number)
-                result = self.check_in()
+                result = self.cycle()
                 attempt, wait = 0, float(result.poll_seconds)
             except GarrisonError as exc:
                 attempt += 1
@@ -140,6 +143,4 @@ class Agent:
                 log.warning(
                     "agent cycle failed (attempt %d, retry in %.0fs): %s", attempt, wait, exc
                 )
-            if max_cycles is not None and cycles >= max_cycles:
-                return
             stop.wait(wait)

@@ -107,9 +107,7 @@ def run(
     agent = Agent(StateDir(state))
     if once:
         with failing():
-            if agent.renewal_due():
-                agent.renew()
-            result = agent.check_in()
+            result = agent.cycle()
         console.print(f"checked in as {result.serial} with certificate {result.certificate}")
         return
     stop = threading.Event()
