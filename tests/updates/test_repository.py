@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from securesystemslib.signer import CryptoSigner, Signature
-from tuf.api.exceptions import DownloadError, RepositoryError
+from tuf.api.exceptions import DownloadHTTPError, UnsignedMetadataError
 from tuf.api.metadata import Metadata, TargetFile
 from tuf.ngclient import Updater
 from tuf.ngclient.fetcher import FetcherInterface
@@ -42,6 +42,7 @@ class Files(FetcherInterface):
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
+        self.served: list[str] = []  # the paths answered, in order
 
     def publish(self, repo: Repository) -> None:
         for role in ("root", "targets", "snapshot"):
@@ -54,12 +55,11 @@ class Files(FetcherInterface):
         self.files["meta/timestamp.json"] = repo.timestamp.to_bytes()
 
     def _fetch(self, url: str) -> Iterator[bytes]:
-        try:
-            yield self.files[url.removeprefix("https://mirror/")]
-        except KeyError:
-            from tuf.api.exceptions import DownloadHTTPError
-
-            raise DownloadHTTPError(f"not found: {url}", 404) from None
+        path = url.removeprefix("https://mirror/")
+        if path not in self.files:
+            raise DownloadHTTPError(f"not found: {url}", 404)
+        self.served.append(path)
+        yield self.files[path]
 
 
 @pytest.fixture
@@ -141,8 +141,9 @@ def test_client_refuses_a_release_signed_by_one_manager(world: tuple, tmp_path: 
     files.publish(forced)
     client = updater(tmp_path, files, repo)
     client.refresh()
-    with pytest.raises((RepositoryError, DownloadError)):
+    with pytest.raises(UnsignedMetadataError, match="releases was signed by 1/2 keys"):
         client.get_targetinfo("fw/evil")
+    assert files.served[-1] == "meta/1.releases.json"  # served, and refused for its signatures
 
 
 def test_a_key_named_twice_counts_once(world: tuple) -> None:  # type: ignore[type-arg]
