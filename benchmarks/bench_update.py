@@ -10,9 +10,13 @@ TUF root. Then, timed:
 * **TUF metadata refresh**: cold (an empty metadata cache) and warm (nothing new);
 * **download**: the artifact over HTTPS with mutual TLS, streamed to disk and hashed as it
   comes (``UpdateClient.download``);
-* **install-path verification**: the verified artifact streamed into the inactive A/B slot,
-  hashed while written and fsynced (``FileSlotInstaller.install``), without and with the
-  read-back verification; the issue's aim is ≥ 80 % of raw SHA-256 speed.
+* **verification**: Garrison's own check of the artifact held on disk — length and every
+  hash of its signed target, read in chunks (``UpdateClient.download`` once the file is
+  there: :func:`garrison.updates.digests.hash_file`, the loop verified boot and the
+  installer's read-back run too); the issue's aim is ≥ 80 % of raw SHA-256 speed;
+* **install**: the verified artifact streamed into the inactive A/B slot, hashed while
+  written and fsynced (``FileSlotInstaller.install``), without and with the read-back
+  verification.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from securesystemslib.signer import CryptoSigner
+from tuf.api.metadata import TargetFile
 
 from benchmarks.bench_enroll import server_process
 from garrison.access.roles import Role
@@ -64,17 +69,15 @@ def raw_sha256(data: bytes) -> float:
     return _mbps(len(data), best)
 
 
-def chunked_verify(path: Path) -> float:
-    """Read ``path`` in 1 MiB chunks and hash it, as the installer and the download do."""
+def held_verify(client: UpdateClient, target: TargetFile) -> float:
+    """``UpdateClient.download`` of an artifact already downloaded: no transfer, only the
+    device's verification of the file against its signed target (best of three)."""
     best = float("inf")
     for _ in range(3):
         start = time.perf_counter()
-        digest = hashlib.sha256()
-        with path.open("rb") as source:
-            while chunk := source.read(MB):
-                digest.update(chunk)
+        client.download(target)
         best = min(best, time.perf_counter() - start)
-    return _mbps(path.stat().st_size, best)
+    return _mbps(target.length, best)
 
 
 def disk_write(path: Path, data: bytes) -> float:
@@ -88,8 +91,9 @@ def disk_write(path: Path, data: bytes) -> float:
     return _mbps(len(data), time.perf_counter() - start)
 
 
-def publish(data_dir: Path, image: Path) -> str:
-    """Publish ``image`` as a 2-of-3 release directly through the release service."""
+def publish(data_dir: Path, image: Path) -> tuple[str, str]:
+    """Publish ``image`` as a 2-of-3 release directly through the release service; return
+    its target path and an enrollment token for the benchmark's device."""
     now = dt.datetime.now(dt.UTC)
     fleet = load_fleet(data_dir)
     database = Database(fleet.database_url)
@@ -117,9 +121,7 @@ def publish(data_dir: Path, image: Path) -> str:
         create_principal(conn, "maker", Role.MANUFACTURER, now)
         batch = create_batch(conn, BatchRequest("b", "maker", MODEL, ["BENCH-1"], None, 1), now)
     database.dispose()
-    token = batch.tokens[0][1]
-    (data_dir / "bench-token").write_text(token)
-    return release.target_path
+    return release.target_path, batch.tokens[0][1]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             database_url=f"sqlite:///{work / 'garrison.db'}",
         )
         init_fleet(data_dir, settings, dt.datetime.now(dt.UTC))
-        path = publish(data_dir, image)
+        path, token = publish(data_dir, image)
         sha = raw_sha256(data)
         root = data_dir / "pki" / "root-ca.pem"
         with server_process(data_dir, port):
@@ -148,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             config = AgentConfig(
                 serial="BENCH-1", server_url=f"https://127.0.0.1:{port}", hardware=MODEL
             )
-            Agent(state).enroll(config, (data_dir / "bench-token").read_text(), root.read_bytes())
+            Agent(state).enroll(config, token, root.read_bytes())
             provision_updates(state, config, fetch_initial_root(config.server_url, root))
             with UpdateClient.for_agent(state) as client:
                 start = time.perf_counter()
@@ -160,10 +162,10 @@ def main(argv: list[str] | None = None) -> int:
                 start = time.perf_counter()
                 artifact = client.download(target)
                 download = time.perf_counter() - start
+                verify = held_verify(client, target)
         info = SlotInfo(
             version="2.0.0", security_version=1, sha256=target.hashes["sha256"], length=size
         )
-        verify = chunked_verify(artifact)
         disk = disk_write(work / "disk-probe.bin", data)
         installs = {}
         for readback in (False, True):
@@ -181,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         ("TUF refresh, warm (nothing new)", f"{warm * 1000:,.0f} ms"),
         ("download over mTLS, hashed to disk", f"{_mbps(size, download):,.0f} MB/s"),
         ("  ÷ raw SHA-256", f"{_mbps(size, download) / sha:.0%}"),
-        ("verification: read + SHA-256 in 1 MiB chunks", f"{verify:,.0f} MB/s"),
+        ("verification of the held artifact (the device's)", f"{verify:,.0f} MB/s"),
         ("  ÷ raw SHA-256 (aim ≥ 80 %)", f"{verify / sha:.0%}"),
         ("disk write + fsync, no hashing", f"{disk:,.0f} MB/s"),
         ("install into slot, hashed + fsync", f"{installs[False]:,.0f} MB/s"),
@@ -190,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         ("  ÷ raw SHA-256", f"{installs[True] / sha:.0%}"),
     ]
     width = max(len(name) for name, _ in rows)
-    print("Update verification and install (2 CPUs)")
+    print(f"Update verification and install ({os.cpu_count()} CPUs)")
     for name, value in rows:
         print(f"{name:<{width}}  {value:>12}")
     return 0
