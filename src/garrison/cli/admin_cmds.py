@@ -10,12 +10,12 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
-from rich.text import Text
 
 from garrison.cli.common import (
     DataDir,
     ServerUrl,
     Token,
+    add_row,
     api_call,
     console,
     failing,
@@ -71,7 +71,7 @@ def principal_list(data_dir: DataDir = None, server: ServerUrl = None, token: To
     rows = api_call(data_dir, server, token, "GET", "/principals")
     table = Table("name", "role")
     for row in rows:
-        _add_row(table, row["name"], row["role"])
+        add_row(table, row["name"], row["role"])
     console.print(table)
 
 
@@ -133,11 +133,6 @@ def batch_create(
     )
 
 
-def _add_row(table: Table, *cells: str) -> None:
-    """Cells as plain text: values from the server (serials, actors) are never markup."""
-    table.add_row(*(Text(cell) for cell in cells))
-
-
 def _csv(rows: list[list[str]]) -> str:
     import io
 
@@ -164,7 +159,7 @@ def batch_list(data_dir: DataDir = None, server: ServerUrl = None, token: Token 
     rows = api_call(data_dir, server, token, "GET", "/batches")
     table = Table("id", "name", "manufacturer", "model", "issued", "quota", "authorized", "expires")
     for r in rows:
-        _add_row(
+        add_row(
             table,
             str(r["id"]),
             r["name"],
@@ -184,7 +179,7 @@ def device_list(data_dir: DataDir = None, server: ServerUrl = None, token: Token
     rows = api_call(data_dir, server, token, "GET", "/devices")
     table = Table("serial", "model", "status", "certificate", "expires", "last seen")
     for r in rows:
-        _add_row(
+        add_row(
             table,
             r["serial"],
             r["model"],
@@ -317,7 +312,7 @@ def audit_list(
     )
     table = Table("seq", "at", "actor", "action", "target", "outcome")
     for r in rows:
-        _add_row(
+        add_row(
             table, str(r["seq"]), r["at"][:19], r["actor"], r["action"], r["target"], r["outcome"]
         )
     console.print(table)

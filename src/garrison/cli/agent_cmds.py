@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferSpeedColumn
+from rich.progress import TaskID
 
 from garrison.agent.agent import Agent
 from garrison.agent.identity import AgentConfig, StateDir
-from garrison.cli.common import console, failing
+from garrison.cli.common import console, failing, transfer_progress
 from garrison.errors import GarrisonError
 from garrison.updates.client import (
     InstallResult,
@@ -173,13 +173,7 @@ class _DownloadBar:
     once a download starts."""
 
     def __init__(self) -> None:
-        self.progress = Progress(
-            *Progress.get_default_columns()[:1],
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            console=console,
-        )
+        self.progress = transfer_progress()
         self.task: TaskID | None = None
 
     def __call__(self, done: int, total: int) -> None:

@@ -13,6 +13,9 @@ import httpx
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+from rich.table import Table
+from rich.text import Text
 
 from garrison.agent.est_client import tls_context
 from garrison.errors import ConfigError, GarrisonError
@@ -45,6 +48,22 @@ def resolve_data_dir(data_dir: Path | None) -> Path:
 
 def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def add_row(table: Table, *cells: object) -> None:
+    """Cells as plain text: values from the server (serials, actors) are never markup."""
+    table.add_row(*(Text(str(cell)) for cell in cells))
+
+
+def transfer_progress() -> Progress:
+    """A progress bar for an upload or a download: bytes done, rate."""
+    return Progress(
+        *Progress.get_default_columns()[:1],
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=console,
+    )
 
 
 def fail(exc: GarrisonError) -> typer.Exit:

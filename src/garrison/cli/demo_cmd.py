@@ -16,7 +16,7 @@ from rich.table import Table
 from garrison.agent.agent import Agent, ChannelError
 from garrison.agent.est_client import EnrollmentFailed, tls_context
 from garrison.agent.identity import AgentConfig, StateDir
-from garrison.cli.common import ApiClient, console, failing, now
+from garrison.cli.common import ApiClient, add_row, console, failing, now
 from garrison.errors import GarrisonError
 
 MARKER = ".garrison-demo"
@@ -164,7 +164,7 @@ def _run(data_dir: Path, count: int, port: int, keep_running: bool) -> None:
             key = (entry["action"], entry["outcome"])
             counts[key] = counts.get(key, 0) + 1
         for (action, outcome), n in sorted(counts.items()):
-            table.add_row(action, outcome, str(n))
+            add_row(table, action, outcome, n)
         console.print(table)
         console.print(f"hash chain intact: {head['seq']} entries, head {head['entry_hash'][:16]}…")
         console.rule("[bold]Done")

@@ -9,20 +9,21 @@ from typing import Annotated, BinaryIO
 
 import typer
 from cryptography.hazmat.primitives import serialization
-from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+from rich.progress import Progress
 from rich.table import Table
-from rich.text import Text
 from securesystemslib.signer import CryptoSigner
 
 from garrison.cli.common import (
     DataDir,
     ServerUrl,
     Token,
+    add_row,
     api_call,
     console,
     failing,
     now,
     resolve_data_dir,
+    transfer_progress,
 )
 from garrison.errors import GarrisonError
 from garrison.identity.keyref import KeySecrets, open_key
@@ -121,16 +122,7 @@ def create(
     """Upload an artifact and propose it as a release; it publishes when k managers sign."""
     with failing():
         source = image.open("rb")
-    with (
-        source,
-        Progress(
-            *Progress.get_default_columns()[:1],
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            console=console,
-        ) as progress,
-    ):
+    with source, transfer_progress() as progress:
         stored = api_call(
             data_dir, server, token, "PUT", "/artifacts", content=_chunks(source, progress)
         )
@@ -194,18 +186,14 @@ def list_releases(data_dir: DataDir = None, server: ServerUrl = None, token: Tok
     table = Table("id", "target", "security", "state", "signatures", "missing")
     for r in rows:
         custom = r["custom"].get("garrison", {})
-        table.add_row(
-            *(
-                Text(str(v))
-                for v in (
-                    r["id"],
-                    r["target_path"],
-                    custom.get("security_version", ""),
-                    r["state"],
-                    r["signatures"],
-                    r["missing"],
-                )
-            )
+        add_row(
+            table,
+            r["id"],
+            r["target_path"],
+            custom.get("security_version", ""),
+            r["state"],
+            r["signatures"],
+            r["missing"],
         )
     console.print(table)
 
