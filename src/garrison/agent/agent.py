@@ -18,6 +18,7 @@ from garrison.agent.identity import AgentConfig, Identity, StateDir, verify_issu
 from garrison.agent.renewal import backoff, renewal_due
 from garrison.errors import ConfigError, GarrisonError
 from garrison.factory.policy import check_serial
+from garrison.keys import SigningKey
 from garrison.keys.pkcs11 import closing_key
 
 Clock = Callable[[], dt.datetime]
@@ -68,11 +69,11 @@ class Agent:
         return self.state.commit(1, key_ref, chain)
 
     def _verified_chain(
-        self, client: httpx.Client, leaf: x509.Certificate, key: object
+        self, client: httpx.Client, leaf: x509.Certificate, key: SigningKey
     ) -> list[x509.Certificate]:
         root = self.state.fleet_root()
         intermediates = [c for c in fetch_cacerts(client) if c != root]
-        verify_issued(leaf, intermediates, root, key)  # type: ignore[arg-type]
+        verify_issued(leaf, intermediates, root, key)
         return [leaf, *intermediates]
 
     # -- the channel -------------------------------------------------------------------

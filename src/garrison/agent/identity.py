@@ -108,8 +108,6 @@ class StateDir:
 
     def ensure_passphrase(self) -> None:
         if not os.environ.get("GARRISON_AGENT_PASSPHRASE") and not self.passphrase_path.exists():
-            import secrets
-
             write_private_file(self.passphrase_path, secrets.token_urlsafe(32).encode())
 
     # -- generations -------------------------------------------------------------------

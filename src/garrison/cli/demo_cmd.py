@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
-import threading
 import time
 from pathlib import Path
 from typing import Annotated
@@ -174,11 +174,7 @@ def _run(data_dir: Path, count: int, port: int, keep_running: bool) -> None:
         )
         if keep_running:
             console.print("control plane keeps running; Ctrl-C to stop")
-            stop = threading.Event()
-            try:
-                while not stop.wait(1.0):
-                    pass
-            except KeyboardInterrupt:
-                pass
-        time.sleep(0)
+            with contextlib.suppress(KeyboardInterrupt):
+                while True:
+                    time.sleep(3600)
     database.dispose()
