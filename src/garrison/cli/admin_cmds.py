@@ -19,6 +19,7 @@ from garrison.cli.common import (
     api_call,
     console,
     failing,
+    open_database,
     resolve_data_dir,
 )
 from garrison.errors import GarrisonError
@@ -256,30 +257,27 @@ def audit_verify(
     from garrison.access.audit import GENESIS_HASH
     from garrison.settings import read_settings
     from garrison.store.audit_log import read_audit, verify_stored_chain
-    from garrison.store.database import Database
     from garrison.store.engine import sqlite_url
 
     root = resolve_data_dir(data_dir)
     with failing():
         expected = None if expect_head is None else _parse_head(expect_head)
         url = database or read_settings(root).database_url or sqlite_url(root)
-        db = Database(url)
-        with db.read() as conn:
+        with open_database(url) as db, db.read() as conn:
             seq, head = verify_stored_chain(conn)
-        if expected is not None:
-            want_seq, want_hash = expected
-            if seq < want_seq:
-                raise GarrisonError(
-                    f"audit log ends at entry {seq}, before the recorded head {want_seq}"
-                )
-            if want_seq == 0:
-                found = GENESIS_HASH
-            else:
-                with db.read() as conn:
+            if expected is not None:
+                want_seq, want_hash = expected
+                if seq < want_seq:
+                    raise GarrisonError(
+                        f"audit log ends at entry {seq}, before the recorded head {want_seq}"
+                    )
+                if want_seq == 0:
+                    found = GENESIS_HASH
+                else:
                     entry = next(read_audit(conn, after=want_seq - 1, limit=1), None)
-                found = "" if entry is None else entry.entry_hash
-            if found != want_hash:
-                raise GarrisonError(f"audit entry {want_seq} differs from the recorded head")
+                    found = "" if entry is None else entry.entry_hash
+                if found != want_hash:
+                    raise GarrisonError(f"audit entry {want_seq} differs from the recorded head")
     console.print(f"[green]audit log intact[/]: {seq} entries, head {seq}:{head}")
 
 

@@ -7,7 +7,7 @@ import datetime as dt
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
 import typer
@@ -20,6 +20,9 @@ from rich.text import Text
 from garrison.agent.est_client import tls_context
 from garrison.errors import ConfigError, GarrisonError
 from garrison.settings import default_data_dir, read_settings
+
+if TYPE_CHECKING:
+    from garrison.store.database import Database
 
 console = Console()
 err_console = Console(stderr=True)
@@ -133,10 +136,31 @@ class ApiClient:
             )
         return response.content if raw else response.json()
 
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
 
 def api_call(
     data_dir: Path | None, server: str | None, token: str | None, *args: Any, **kwargs: Any
 ) -> Any:
     """One admin API call; any failure becomes the CLI's error message and exit code 2."""
-    with failing():
-        return ApiClient(data_dir, server, token).call(*args, **kwargs)
+    with failing(), ApiClient(data_dir, server, token) as client:
+        return client.call(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def open_database(url: str) -> Iterator[Database]:
+    """The database at ``url`` for a ``with`` block, disposed of (connections closed) after."""
+    from garrison.store.database import Database
+
+    db = Database(url)
+    try:
+        yield db
+    finally:
+        db.dispose()

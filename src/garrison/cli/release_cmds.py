@@ -14,6 +14,7 @@ from rich.table import Table
 from securesystemslib.signer import CryptoSigner
 
 from garrison.cli.common import (
+    ApiClient,
     DataDir,
     ServerUrl,
     Token,
@@ -22,6 +23,7 @@ from garrison.cli.common import (
     console,
     failing,
     now,
+    open_database,
     resolve_data_dir,
     transfer_progress,
 )
@@ -83,14 +85,13 @@ def set_managers(
     """Name exactly these release managers and the threshold, signed with the fleet's offline
     targets key (run where that key is)."""
     from garrison.identity.fleet import load_fleet
-    from garrison.store.database import Database
     from garrison.updates.offline import configure_release_managers, public_key_from_pem
 
     with failing():
         fleet = load_fleet(resolve_data_dir(data_dir))
         keys = [public_key_from_pem(path.read_bytes()) for path in key]
-        database = Database(fleet.database_url)
-        repo = configure_release_managers(fleet, database, keys, threshold, now())
+        with open_database(fleet.database_url) as database:
+            repo = configure_release_managers(fleet, database, keys, threshold, now())
     console.print(
         f"{len(keys)} release manager key(s), threshold {threshold}; "
         f"targets v{repo.targets.signed.version}, snapshot v{repo.snapshot.signed.version}"
@@ -120,22 +121,19 @@ def create(
     token: Token = None,
 ) -> None:
     """Upload an artifact and propose it as a release; it publishes when k managers sign."""
-    with failing():
-        source = image.open("rb")
-    with source, transfer_progress() as progress:
-        stored = api_call(
-            data_dir, server, token, "PUT", "/artifacts", content=_chunks(source, progress)
-        )
-    body = {
-        "name": name,
-        "version": version,
-        "hardware": hardware,
-        "security_version": security_version,
-        "install": install,
-        "health_checks": [check.split() for check in health_check or []],
-        "sha256": stored["sha256"],
-    }
-    release = api_call(data_dir, server, token, "POST", "/releases", json=body)
+    with failing(), image.open("rb") as source, ApiClient(data_dir, server, token) as api:
+        with transfer_progress() as progress:
+            stored = api.call("PUT", "/artifacts", content=_chunks(source, progress))
+        body = {
+            "name": name,
+            "version": version,
+            "hardware": hardware,
+            "security_version": security_version,
+            "install": install,
+            "health_checks": [check.split() for check in health_check or []],
+            "sha256": stored["sha256"],
+        }
+        release = api.call("POST", "/releases", json=body)
     console.print(
         f"release {release['id']} proposed: {release['target_path']} "
         f"({stored['length']} bytes); {release['missing']} signature(s) needed"
@@ -159,21 +157,18 @@ def sign(
         pkcs11_module,
         os.environ.get("GARRISON_PKCS11_PIN"),
     )
-    with failing():
-        signing_key = open_key(ref, Path.cwd(), secrets)
-    with closing_key(signing_key):
-        payload = api_call(
-            data_dir, server, token, "GET", f"/releases/{release_id}/payload", raw=True
-        )
+    with (
+        failing(),
+        closing_key(open_key(ref, Path.cwd(), secrets)) as signing_key,
+        ApiClient(data_dir, server, token) as api,
+    ):
+        payload = api.call("GET", f"/releases/{release_id}/payload", raw=True)
         signature = CryptoSigner(signing_key).sign(payload)
-    release = api_call(
-        data_dir,
-        server,
-        token,
-        "POST",
-        f"/releases/{release_id}/signatures",
-        json={"keyid": signature.keyid, "signature": signature.signature},
-    )
+        release = api.call(
+            "POST",
+            f"/releases/{release_id}/signatures",
+            json={"keyid": signature.keyid, "signature": signature.signature},
+        )
     state = release["state"]
     more = "" if state == "published" else f"; {release['missing']} more signature(s) needed"
     console.print(f"release {release_id} signed with key {signature.keyid[:16]}…: {state}{more}")
@@ -248,16 +243,14 @@ def rotate_root(
     """Replace the TUF root key: the new root is signed by the old key and the new one, so
     devices follow it on their next refresh. Run where the old root key is."""
     from garrison.identity.fleet import load_fleet
-    from garrison.store.database import Database
     from garrison.updates.offline import rotate_root_key
 
     stamp = now().strftime("%Y%m%d%H%M%S")
     ref = new_key or f"file:keys/tuf-root-{stamp}.key.pem"
     with failing():
         fleet = load_fleet(resolve_data_dir(data_dir))
-        database = Database(fleet.database_url)
-        repo = rotate_root_key(fleet, database, ref, now())
-        database.dispose()
+        with open_database(fleet.database_url) as database:
+            repo = rotate_root_key(fleet, database, ref, now())
     console.print(
         f"root v{repo.root.signed.version} published, signed by the old and the new key; "
         f"new root key {ref} (keep the old key until every device has refreshed, then destroy it)"
