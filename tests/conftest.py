@@ -10,10 +10,11 @@ from __future__ import annotations
 import datetime as dt
 import os
 import secrets
-import socket
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -33,36 +34,38 @@ pytest_plugins = ["tests.conftest_softhsm"]
 PG_URL = os.environ.get("GARRISON_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
-def _pg_available() -> bool:
+@contextmanager
+def fresh_database(backend: str, directory: Path) -> Iterator[str]:
+    """A fresh, empty database URL: ``sqlite`` in ``directory``, or a new ``postgresql``
+    database on ``PG_URL``'s server, dropped (even if connected) on the way out. Where
+    PostgreSQL does not answer, the test skips, except under CI (``CI`` set), where it fails.
+    """
+    if backend == "sqlite":
+        yield f"sqlite:///{directory / 'garrison.db'}"
+        return
+    import psycopg
+
+    name = f"garrison_test_{secrets.token_hex(6)}"
+    admin_dsn = PG_URL.replace("postgresql+psycopg://", "postgresql://")
     try:
-        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
-            return True
-    except OSError:
-        return False
+        with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is not reachable, and CI must run these tests: {exc}")
+        pytest.skip(f"PostgreSQL is not reachable: {exc}")
+    try:
+        yield f"{admin_dsn.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh, empty database URL: SQLite in tmp_path, or a new PostgreSQL database."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'garrison.db'}"
-        return
-    if not _pg_available():
-        if os.environ.get("CI"):
-            pytest.fail(
-                "PostgreSQL is not reachable at 127.0.0.1:5432, and CI must run these tests"
-            )
-        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432")
-    import psycopg
-
-    name = f"garrison_test_{secrets.token_hex(6)}"
-    admin_dsn = PG_URL.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = admin_dsn.rsplit("/", 1)[0]
-    yield f"{base}/{name}"
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database(request.param, tmp_path) as url:
+        yield url
 
 
 class Clock:
@@ -80,16 +83,24 @@ class Clock:
 
 @dataclass
 class RunningFleet:
-    """A fleet with its database and, when served, its URL and admin token."""
+    """A fleet with its database and admin token, to be served on a loopback ``port``."""
 
     fleet: Fleet
     database: Database
     admin_token: str
-    url: str = ""
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
 
     @property
     def root_ca(self) -> Path:
         return self.fleet.paths.root_ca
+
+    def serve(self) -> EmbeddedServer:
+        """The control plane on ``port``, over HTTPS, for a ``with`` block."""
+        return EmbeddedServer(self.fleet, self.database, Listen("127.0.0.1", self.port))
 
     def api(self, token: str | None = None) -> httpx.Client:
         import ssl
@@ -111,19 +122,23 @@ class RunningFleet:
         return httpx.Client(base_url=self.url, verify=context, timeout=30)
 
 
-def make_fleet(data_dir: Path, db_url: str, port: int | None = None) -> RunningFleet:
+def make_fleet(
+    data_dir: Path, db_url: str, *, port: int | None = None, **settings: Any
+) -> RunningFleet:
+    """A fleet initialized in ``data_dir`` on a migrated ``db_url``, for loopback ``port``
+    (default: a free one); ``settings`` are further :class:`Settings` fields."""
     port = port or free_port()
-    settings = Settings(
-        organization="Test Fleet",
-        public_url=f"https://127.0.0.1:{port}",
-        listen=f"127.0.0.1:{port}",
-        database_url=db_url,
-    )
-    token = init_fleet(data_dir, settings, dt.datetime.now(dt.UTC))
+    fields: dict[str, Any] = {
+        "organization": "Test Fleet",
+        "public_url": f"https://127.0.0.1:{port}",
+        "listen": f"127.0.0.1:{port}",
+        "database_url": db_url,
+    }
+    token = init_fleet(data_dir, Settings(**(fields | settings)), dt.datetime.now(dt.UTC))
     fleet = load_fleet(data_dir)
     database = Database(db_url)
     database.migrate()
-    return RunningFleet(fleet, database, token, f"https://127.0.0.1:{port}")
+    return RunningFleet(fleet, database, token, port)
 
 
 @pytest.fixture
@@ -137,8 +152,7 @@ def fleet(tmp_path: Path, db_url: str) -> Iterator[RunningFleet]:
 @pytest.fixture
 def served(fleet: RunningFleet) -> Iterator[RunningFleet]:
     """The fleet, served over HTTPS on a free loopback port."""
-    port = int(fleet.url.rsplit(":", 1)[1])
-    with EmbeddedServer(fleet.fleet, fleet.database, Listen("127.0.0.1", port)):
+    with fleet.serve():
         yield fleet
 
 
@@ -150,13 +164,18 @@ class Officer:
     manufacturer_token: str
 
 
-@pytest.fixture
-def officer(served: RunningFleet) -> Officer:
+def make_officer(served: RunningFleet) -> Officer:
+    """Create ``sofia`` (security officer) and ``acme`` (manufacturer) with the admin token."""
     with served.api() as api:
         sec = api.post("/principals", json={"name": "sofia", "role": "security-officer"})
         man = api.post("/principals", json={"name": "acme", "role": "manufacturer"})
-    assert sec.status_code == 201 and man.status_code == 201
+    assert sec.status_code == 201 and man.status_code == 201, (sec.text, man.text)
     return Officer(sec.json()["token"], man.json()["token"])
+
+
+@pytest.fixture
+def officer(served: RunningFleet) -> Officer:
+    return make_officer(served)
 
 
 def create_batch(served: RunningFleet, officer: Officer, **fields: object) -> dict[str, object]:

@@ -5,7 +5,7 @@ Nothing about the CA keys may exist in a file; every signature the control plane
 
 from __future__ import annotations
 
-import datetime as dt
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,13 +16,9 @@ from cryptography.x509 import ocsp
 
 from garrison.agent.agent import Agent
 from garrison.agent.identity import AgentConfig, StateDir
-from garrison.identity.fleet import init_fleet, load_fleet, pkcs11_key_refs
+from garrison.identity.fleet import pkcs11_key_refs
 from garrison.keys.pkcs11 import Pkcs11EcKey
-from garrison.server.embedded import EmbeddedServer, free_port
-from garrison.server.run import Listen
-from garrison.settings import Settings
-from garrison.store.database import Database
-from tests.conftest import Officer, RunningFleet, create_batch
+from tests.conftest import RunningFleet, create_batch, make_fleet, make_officer
 from tests.conftest_softhsm import SoftHsmToken
 
 pytestmark = pytest.mark.softhsm
@@ -34,22 +30,17 @@ def hsm_fleet(
     softhsm_token: SoftHsmToken,
     pkcs11_key_label: str,
     monkeypatch: pytest.MonkeyPatch,
-) -> RunningFleet:
+) -> Iterator[RunningFleet]:
     monkeypatch.setenv("GARRISON_PKCS11_PIN", softhsm_token.pin)
     refs = pkcs11_key_refs(f"pkcs11:token={softhsm_token.token_label};object={pkcs11_key_label}")
-    port = free_port()
-    db_url = f"sqlite:///{tmp_path / 'g.db'}"
-    settings = Settings(
-        public_url=f"https://127.0.0.1:{port}",
-        database_url=db_url,
-        **refs,
+    running = make_fleet(
+        tmp_path / "fleet",
+        f"sqlite:///{tmp_path / 'g.db'}",
         pkcs11_module=softhsm_token.module_path,
+        **refs,
     )
-    token = init_fleet(tmp_path / "fleet", settings, dt.datetime.now(dt.UTC))
-    database = Database(db_url)
-    return RunningFleet(
-        load_fleet(tmp_path / "fleet"), database, token, f"https://127.0.0.1:{port}"
-    )
+    yield running
+    running.database.dispose()
 
 
 def test_ca_keys_never_touch_disk(hsm_fleet: RunningFleet) -> None:
@@ -64,13 +55,9 @@ def test_ca_keys_never_touch_disk(hsm_fleet: RunningFleet) -> None:
 
 
 def test_full_run_with_ca_in_softhsm(hsm_fleet: RunningFleet, tmp_path: Path) -> None:
-    port = int(hsm_fleet.url.rsplit(":", 1)[1])
     issuing = hsm_fleet.fleet.issuing.certificate
-    with EmbeddedServer(hsm_fleet.fleet, hsm_fleet.database, Listen("127.0.0.1", port)):
-        with hsm_fleet.api() as api:
-            sec = api.post("/principals", json={"name": "sofia", "role": "security-officer"})
-            api.post("/principals", json={"name": "acme", "role": "manufacturer"})
-        officer = Officer(sec.json()["token"], "")
+    with hsm_fleet.serve():
+        officer = make_officer(hsm_fleet)
         batch = create_batch(hsm_fleet, officer, serials=["HSM-1", "HSM-2"])
         tokens = {t["serial"]: t["token"] for t in batch["tokens"]}  # type: ignore[attr-defined]
         agents = {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,25 +25,15 @@ from garrison.server.app import MAX_BODY_BYTES
 from garrison.store import tables
 from garrison.store.audit_log import read_audit
 from tests.conftest import Officer, RunningFleet, create_batch
+from tests.server.conftest import SharedFleet
 from tests.server.test_hostile_est import (
-    SharedFleet,
     assert_refused,
     audit_after,
     enroll,
     last_audit_seq,
-    shared_fleet,
 )
 
 BATCH = {"name": "access batch", "manufacturer": "acme", "model": "gw-1"}
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def shared(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[SharedFleet]:
-    """One served fleet per backend for this module (see test_hostile_est.shared_fleet)."""
-    with shared_fleet(request.param, tmp_path_factory.mktemp(request.param)) as fleet:
-        yield fleet
 
 
 def api_client(served: RunningFleet, authorization: str | None) -> httpx.Client:

@@ -4,7 +4,6 @@ transaction, and none of the guarantees of the one-at-a-time path is lost."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -14,24 +13,15 @@ import pytest
 from garrison.identity import group_commit
 from garrison.store import tables
 from garrison.store.audit_log import verify_stored_chain
+from tests.server.conftest import SharedFleet
 from tests.server.test_hostile_est import (
     EstRequest,
-    SharedFleet,
     audit_after,
     honest,
     issued_certificate,
     last_audit_seq,
     row_count,
-    shared_fleet,
 )
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def shared(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[SharedFleet]:
-    with shared_fleet(request.param, tmp_path_factory.mktemp(request.param)) as fleet:
-        yield fleet
 
 
 def race(shared: SharedFleet, attempts: list[EstRequest]) -> list[httpx.Response]:

@@ -7,9 +7,10 @@ change (above all: nothing issued). :func:`assert_refused` checks all of it in o
 A refusal that never reaches the application (a TLS handshake with a foreign certificate)
 cannot be audited there; that case checks that nothing at all changed.
 
-The cases share one served fleet per backend (:func:`shared`): each creates its own batch
-with fresh serials, and every check is relative (state before and after, audit entries
-after a sequence number), so they stay independent while the module runs in seconds.
+The cases share one served fleet per backend (``shared``, in tests/server/conftest.py):
+each creates its own batch with fresh serials, and every check is relative (state before
+and after, audit entries after a sequence number), so they stay independent while the
+module runs in seconds.
 """
 
 from __future__ import annotations
@@ -17,16 +18,13 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime as dt
-import itertools
 import json
-import os
 import secrets
 import ssl
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +39,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from sqlalchemy import func, select, update
 
 from garrison.access.audit import AuditRecord
-from garrison.server.embedded import EmbeddedServer
-from garrison.server.run import Listen
 from garrison.store import tables
 from garrison.store.audit_log import read_audit
-from tests.conftest import PG_URL, Officer, RunningFleet, create_batch, make_csr, make_fleet
+from tests.conftest import RunningFleet, make_csr
+from tests.server.conftest import Batch, SharedFleet
 
 PKCS10 = "application/pkcs10"
 ENROLL = "/.well-known/est/simpleenroll"
@@ -122,103 +119,6 @@ def assert_refused(
         seen = [(r.action, r.outcome) for r in new]
         raise NotAudited(f"{where}: no refused {action!r} audit entry (new entries: {seen})")
     return response
-
-
-# -- one served fleet per backend for the whole module ---------------------------------------
-
-
-@dataclass(frozen=True)
-class Batch:
-    """A batch as created through the API: ``tokens[i]`` is the token of ``serials[i]``
-    (for a quota-only batch, ``serials`` is empty)."""
-
-    id: int
-    serials: list[str]
-    tokens: list[str]
-
-    def token(self, serial: str) -> str:
-        return self.tokens[self.serials.index(serial)]
-
-
-@dataclass
-class SharedFleet:
-    """A served fleet with a security officer ``sofia`` and a manufacturer ``acme``."""
-
-    served: RunningFleet
-    officer: Officer
-    _names: Iterator[int] = field(default_factory=itertools.count)
-
-    def unique(self, prefix: str) -> str:
-        """A name no other case in this module uses."""
-        return f"{prefix}{next(self._names)}"
-
-    def batch(self, size: int = 3, **fields: Any) -> Batch:
-        """A new batch; unless ``serials`` is given, ``size`` fresh serials (D7-1, D7-2...)."""
-        if "serials" not in fields:
-            prefix = self.unique("D")
-            fields["serials"] = [f"{prefix}-{i}" for i in range(1, size + 1)]
-        created: dict[str, Any] = create_batch(self.served, self.officer, **fields)
-        tokens: list[dict[str, str]] = created["tokens"]
-        return Batch(
-            int(created["id"]),
-            [t["serial"] for t in tokens if t["serial"] is not None],
-            [t["token"] for t in tokens],
-        )
-
-
-@contextmanager
-def database_url(backend: str, directory: Path) -> Iterator[str]:
-    """A fresh empty database, as tests/conftest.py ``db_url`` makes one (module-scoped)."""
-    if backend == "sqlite":
-        yield f"sqlite:///{directory / 'garrison.db'}"
-        return
-    import psycopg
-
-    name = f"garrison_test_{secrets.token_hex(6)}"
-    admin_dsn = PG_URL.replace("postgresql+psycopg://", "postgresql://")
-    try:
-        with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=2) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432")
-    try:
-        yield f"{admin_dsn.rsplit('/', 1)[0]}/{name}"
-    finally:
-        with psycopg.connect(admin_dsn, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@contextmanager
-def shared_fleet(backend: str, directory: Path) -> Iterator[SharedFleet]:
-    """A served fleet with ``sofia`` and ``acme``, to be shared by the tests of a module.
-
-    The per-test ``served`` fixture costs about half a second (most of it stopping uvicorn);
-    a module-scoped fixture ``shared`` built on this makes a module of cases run in seconds.
-    """
-    with database_url(backend, directory) as url:
-        running = make_fleet(directory / "fleet", url)
-        port = int(running.url.rsplit(":", 1)[1])
-        try:
-            with (
-                EmbeddedServer(running.fleet, running.database, Listen("127.0.0.1", port)),
-                running.api() as api,
-            ):
-                sec = api.post("/principals", json={"name": "sofia", "role": "security-officer"})
-                man = api.post("/principals", json={"name": "acme", "role": "manufacturer"})
-                assert sec.status_code == 201 and man.status_code == 201
-                yield SharedFleet(running, Officer(sec.json()["token"], man.json()["token"]))
-        finally:
-            running.database.dispose()
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def shared(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[SharedFleet]:
-    with shared_fleet(request.param, tmp_path_factory.mktemp(request.param)) as fleet:
-        yield fleet
 
 
 # -- EST requests ----------------------------------------------------------------------------

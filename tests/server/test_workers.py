@@ -31,7 +31,6 @@ def _children(pid: int) -> set[int]:
 
 def test_two_workers_serve_and_stop_together(tmp_path: Path) -> None:
     running = make_fleet(tmp_path / "fleet", f"sqlite:///{tmp_path / 'g.db'}")
-    port = running.url.rsplit(":", 1)[1]
 
     from garrison.access.roles import Role
     from garrison.identity.batches import BatchRequest, create_batch
@@ -45,7 +44,7 @@ def test_two_workers_serve_and_stop_together(tmp_path: Path) -> None:
         )
     server = subprocess.Popen(
         [sys.executable, "-m", "garrison.cli", "server", "--data-dir", str(tmp_path / "fleet"),
-         "--listen", f"127.0.0.1:{port}", "--workers", "2"],
+         "--listen", f"127.0.0.1:{running.port}", "--workers", "2"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
