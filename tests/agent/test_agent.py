@@ -5,15 +5,20 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from garrison.agent.agent import Agent, ChannelError
 from garrison.agent.est_client import EnrollmentFailed
 from garrison.agent.identity import AgentConfig, StateDir
-from garrison.errors import ConfigError, GarrisonError
+from garrison.errors import ConfigError
 from garrison.keys import SigningKey
 from tests.conftest import Clock, Officer, RunningFleet, create_batch
 from tests.conftest_softhsm import SoftHsmToken
@@ -161,44 +166,73 @@ def test_renewal_with_the_server_down_changes_nothing(
     assert agent.check_in().serial == "AG-1"
 
 
+def _another_root() -> bytes:
+    """A self-signed CA certificate of no fleet we serve (PEM)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Another Fleet Root CA")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
 def test_enrollment_refuses_a_server_outside_the_pinned_fleet(
     served: RunningFleet, officer: Officer, tmp_path: Path
 ) -> None:
     batch = create_batch(served, officer, serials=["AG-2"])
     token = batch["tokens"][0]["token"]  # type: ignore[index]
-    other_root = tmp_path / "other-root.pem"
-    from tests.conftest import make_fleet
-
-    other = make_fleet(tmp_path / "other", f"sqlite:///{tmp_path / 'other.db'}")
-    other_root.write_bytes(other.root_ca.read_bytes())
     agent = Agent(StateDir(tmp_path / "AG-2"))
-    with pytest.raises(GarrisonError, match=r"cannot reach|certificate verify failed"):
-        agent.enroll(
-            AgentConfig(serial="AG-2", server_url=served.url), token, other_root.read_bytes()
-        )
+    config = AgentConfig(serial="AG-2", server_url=served.url)
+    with pytest.raises(EnrollmentFailed, match="certificate verify failed"):
+        agent.enroll(config, token, _another_root())
     assert agent.state.current() is None
+    # Refused in the TLS handshake, before the token was sent: it still enrolls.
+    assert agent.enroll(config, token, served.root_ca.read_bytes()).generation == 1
 
 
-@pytest.mark.softhsm
-def test_device_key_in_a_pkcs11_token(
+@dataclass(frozen=True)
+class TokenDevice:
+    """A device whose key store is a PKCS#11 token, with its enrollment token."""
+
+    agent: Agent
+    config: AgentConfig
+    token: str
+
+
+@pytest.fixture
+def token_device(
     served: RunningFleet,
     officer: Officer,
     tmp_path: Path,
     softhsm_token: SoftHsmToken,
     pkcs11_key_label: str,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:
+) -> TokenDevice:
     monkeypatch.setenv("GARRISON_PKCS11_PIN", softhsm_token.pin)
     batch = create_batch(served, officer, serials=["HW-1"])
-    token = batch["tokens"][0]["token"]  # type: ignore[index]
-    agent = Agent(StateDir(tmp_path / "HW-1"))
     config = AgentConfig(
         serial="HW-1",
         server_url=served.url,
         key_store=f"pkcs11:token={softhsm_token.token_label};object={pkcs11_key_label}",
         pkcs11_module=softhsm_token.module_path,
     )
-    identity = agent.enroll(config, token, served.root_ca.read_bytes())
+    token: str = batch["tokens"][0]["token"]  # type: ignore[index]
+    return TokenDevice(Agent(StateDir(tmp_path / "HW-1")), config, token)
+
+
+@pytest.mark.softhsm
+def test_device_key_in_a_pkcs11_token(served: RunningFleet, token_device: TokenDevice) -> None:
+    agent = token_device.agent
+    identity = agent.enroll(token_device.config, token_device.token, served.root_ca.read_bytes())
     assert identity.key_ref.startswith("pkcs11:") and not identity.key_path.exists()
     with pytest.raises(ConfigError, match="PKCS#11"):
         agent.check_in()
@@ -206,26 +240,12 @@ def test_device_key_in_a_pkcs11_token(
 
 @pytest.mark.softhsm
 def test_a_failed_pkcs11_enrollment_can_be_retried(
-    served: RunningFleet,
-    officer: Officer,
-    tmp_path: Path,
-    softhsm_token: SoftHsmToken,
-    pkcs11_key_label: str,
-    monkeypatch: pytest.MonkeyPatch,
+    served: RunningFleet, token_device: TokenDevice
 ) -> None:
-    monkeypatch.setenv("GARRISON_PKCS11_PIN", softhsm_token.pin)
-    batch = create_batch(served, officer, serials=["HW-2"])
-    token = batch["tokens"][0]["token"]  # type: ignore[index]
-    agent = Agent(StateDir(tmp_path / "HW-2"))
-    config = AgentConfig(
-        serial="HW-2",
-        server_url=served.url,
-        key_store=f"pkcs11:token={softhsm_token.token_label};object={pkcs11_key_label}",
-        pkcs11_module=softhsm_token.module_path,
-    )
+    agent, config = token_device.agent, token_device.config
     with pytest.raises(EnrollmentFailed, match="unknown enrollment token"):
         agent.enroll(config, "gst_wrong", served.root_ca.read_bytes())
-    identity = agent.enroll(config, token, served.root_ca.read_bytes())
+    identity = agent.enroll(config, token_device.token, served.root_ca.read_bytes())
     assert identity.generation == 1 and identity.key_ref.startswith("pkcs11:")
 
 
@@ -246,22 +266,12 @@ def _token_keys(softhsm_token: SoftHsmToken, prefix: str) -> list[str]:
 @pytest.mark.softhsm
 def test_a_refused_pkcs11_renewal_leaves_no_key_in_the_token(
     served: RunningFleet,
-    officer: Officer,
-    tmp_path: Path,
+    token_device: TokenDevice,
     softhsm_token: SoftHsmToken,
     pkcs11_key_label: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("GARRISON_PKCS11_PIN", softhsm_token.pin)
-    batch = create_batch(served, officer, serials=["HW-3"])
-    token = batch["tokens"][0]["token"]  # type: ignore[index]
-    agent = Agent(StateDir(tmp_path / "HW-3"))
-    config = AgentConfig(
-        serial="HW-3",
-        server_url=served.url,
-        key_store=f"pkcs11:token={softhsm_token.token_label};object={pkcs11_key_label}",
-        pkcs11_module=softhsm_token.module_path,
-    )
+    agent = token_device.agent
     opened = []
     new_key = StateDir.new_key
 
@@ -271,7 +281,7 @@ def test_a_refused_pkcs11_renewal_leaves_no_key_in_the_token(
         return ref, key
 
     monkeypatch.setattr(StateDir, "new_key", recording)
-    agent.enroll(config, token, served.root_ca.read_bytes())
+    agent.enroll(token_device.config, token_device.token, served.root_ca.read_bytes())
     assert len(opened) == 1 and "closed" in repr(opened[0])  # the token login is released
     enrolled = _token_keys(softhsm_token, pkcs11_key_label)
     assert len(enrolled) == 1
