@@ -19,6 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
+from garrison.agent.renewal import DEFAULT_RENEW_FRACTION
 from garrison.errors import ConfigError, GarrisonError, KeyStoreError
 from garrison.identity.keyref import KeySecrets, create_key
 from garrison.keys import SigningKey
@@ -36,7 +37,7 @@ class AgentConfig:
     server_url: str
     key_store: str = "file"  # "file" or "pkcs11:token=...;object=..."
     pkcs11_module: str = ""
-    renew_fraction: float = 0.66
+    renew_fraction: float = DEFAULT_RENEW_FRACTION
     hardware: str = ""  # the hardware model releases must name (custom.garrison.hardware)
     device_dir: str = ""  # the simulated A/B device; "" = STATE/device
 
