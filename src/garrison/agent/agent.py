@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
@@ -16,17 +14,13 @@ from garrison.agent.channel import device_client
 from garrison.agent.est_client import build_csr, enroll, fetch_cacerts, reenroll
 from garrison.agent.identity import AgentConfig, Identity, StateDir, verify_issued
 from garrison.agent.renewal import backoff, renewal_due
+from garrison.clock import Clock, utc_now
 from garrison.errors import ConfigError, GarrisonError
 from garrison.factory.policy import check_serial
 from garrison.keys import SigningKey
 from garrison.keys.pkcs11 import closing_key
 
-Clock = Callable[[], dt.datetime]
 log = logging.getLogger("garrison.agent")
-
-
-def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 class ChannelError(GarrisonError):
@@ -43,7 +37,7 @@ class CheckInResult:
 class Agent:
     """One device's agent, working from its state directory."""
 
-    def __init__(self, state: StateDir, clock: Clock = _utc_now, timeout: float = 30.0) -> None:
+    def __init__(self, state: StateDir, clock: Clock = utc_now, timeout: float = 30.0) -> None:
         self.state = state
         self.clock = clock
         self.timeout = timeout

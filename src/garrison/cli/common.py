@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,10 +46,6 @@ Token = Annotated[
 
 def resolve_data_dir(data_dir: Path | None) -> Path:
     return data_dir if data_dir is not None else default_data_dir()
-
-
-def now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def add_row(table: Table, *cells: object) -> None:

@@ -16,7 +16,8 @@ from rich.table import Table
 from garrison.agent.agent import Agent, ChannelError
 from garrison.agent.est_client import EnrollmentFailed, tls_context
 from garrison.agent.identity import AgentConfig, StateDir
-from garrison.cli.common import ApiClient, add_row, console, failing, now, open_database
+from garrison.cli.common import ApiClient, add_row, console, failing, open_database
+from garrison.clock import utc_now as now
 from garrison.errors import GarrisonError
 
 MARKER = ".garrison-demo"

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from garrison.cli.common import DataDir, console, failing, now, resolve_data_dir
+from garrison.cli.common import DataDir, console, failing, resolve_data_dir
+from garrison.clock import utc_now as now
 from garrison.errors import GarrisonError
 
 

@@ -22,11 +22,11 @@ from garrison.cli.common import (
     api_call,
     console,
     failing,
-    now,
     open_database,
     resolve_data_dir,
     transfer_progress,
 )
+from garrison.clock import utc_now as now
 from garrison.errors import GarrisonError
 from garrison.identity.keyref import KeySecrets, open_key
 from garrison.keys import generate_software_key, save_software_key

@@ -4,7 +4,7 @@ with the current certificate. Every issuance and every refusal is audited."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from sqlalchemy import Connection, update
 from sqlalchemy.exc import IntegrityError
 
+from garrison.clock import Clock, utc_now
 from garrison.errors import EnrollmentRefused, PolicyError
 from garrison.factory.policy import check_serial
 from garrison.factory.tokens import token_digest
@@ -46,12 +47,6 @@ from garrison.pki.profile import DeviceIssuer, DeviceProfile
 from garrison.store.audit_log import append_audit, append_audit_many
 from garrison.store.database import Database
 from garrison.store.tables import certificates, devices
-
-Clock = Callable[[], dt.datetime]
-
-
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 class EnrollmentService:

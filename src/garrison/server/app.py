@@ -12,8 +12,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
 from garrison import __version__
+from garrison.clock import Clock, utc_now
 from garrison.errors import GarrisonError
-from garrison.identity.enrollment import Clock, EnrollmentService, utc_now
+from garrison.identity.enrollment import EnrollmentService
 from garrison.identity.fleet import Fleet
 from garrison.server import admin, device_api, est, pki, releases_api, tuf
 from garrison.server.context import ControlPlane

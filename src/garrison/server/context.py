@@ -16,10 +16,11 @@ from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from garrison.access.roles import Permission, require
+from garrison.clock import Clock
 from garrison.errors import PolicyError
 from garrison.identity.certificates import fingerprint
 from garrison.identity.devices import DeviceIdentity, authenticate_device
-from garrison.identity.enrollment import Clock, EnrollmentService
+from garrison.identity.enrollment import EnrollmentService
 from garrison.identity.fleet import Fleet
 from garrison.identity.principals import Principal, authenticate
 from garrison.server.errors import HttpError

@@ -41,7 +41,8 @@ from tuf.api.serialization import DeserializationError
 
 from garrison.atomicfile import fsync_dir, tmp_path
 from garrison.updates.bootenv import UpdateError
-from garrison.updates.fetchers import CHUNK, RangeFetcher
+from garrison.updates.digests import CHUNK
+from garrison.updates.fetchers import RangeFetcher
 
 FORMAT = 1
 INDEX = "garrison-bundle.json"

@@ -39,7 +39,6 @@ Exception tree::
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +49,7 @@ import httpx
 from tuf.api.metadata import TargetFile
 
 from garrison.agent.identity import StateDir
+from garrison.clock import Clock, utc_now
 from garrison.errors import GarrisonError
 from garrison.updates import apps, bootenv
 from garrison.updates.bootenv import RollbackUnavailable, SlotInfo, UpdateStateError
@@ -84,13 +84,8 @@ from garrison.updates.installer import (
 )
 from garrison.updates.tufclient import Repo, UpdateUnavailable, VerifiedTarget, refresh_target
 
-Clock = Callable[[], dt.datetime]
 Offer = Callable[[], str | None]
 Outcome = Literal["committed", "rolled-back", "current", "unhealthy"]
-
-
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 @dataclass(frozen=True)

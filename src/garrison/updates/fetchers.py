@@ -26,8 +26,8 @@ from tuf.ngclient.fetcher import FetcherInterface
 from garrison.agent.channel import device_client
 from garrison.agent.est_client import tls_context
 from garrison.agent.identity import AgentConfig, StateDir
+from garrison.updates.digests import CHUNK
 
-CHUNK = 1 << 20
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 
