@@ -30,6 +30,8 @@ class Permission(StrEnum):
     PKI_MANAGE = "pki.manage"
     RELEASES_MANAGE = "releases.manage"
     DEVICES_ROLLBACK = "devices.rollback"
+    FLEET_MANAGE = "fleet.manage"
+    CAMPAIGNS_MANAGE = "campaigns.manage"
 
 
 PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -45,7 +47,14 @@ PERMISSIONS: dict[Role, frozenset[Permission]] = {
         }
     ),
     Role.RELEASE_MANAGER: frozenset({Permission.DEVICES_READ, Permission.RELEASES_MANAGE}),
-    Role.OPERATOR: frozenset({Permission.DEVICES_READ, Permission.DEVICES_ROLLBACK}),
+    Role.OPERATOR: frozenset(
+        {
+            Permission.DEVICES_READ,
+            Permission.DEVICES_ROLLBACK,
+            Permission.FLEET_MANAGE,
+            Permission.CAMPAIGNS_MANAGE,
+        }
+    ),
     Role.AUDITOR: frozenset({Permission.AUDIT_READ, Permission.DEVICES_READ}),
     Role.MANUFACTURER: frozenset({Permission.BATCHES_READ_OWN}),
 }

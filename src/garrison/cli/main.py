@@ -5,7 +5,15 @@ from __future__ import annotations
 import typer
 
 from garrison import __version__
-from garrison.cli import admin_cmds, agent_cmds, demo_cmd, fleet_cmds, release_cmds
+from garrison.cli import (
+    admin_cmds,
+    agent_cmds,
+    campaign_cmds,
+    demo_cmd,
+    fleet_cmds,
+    group_cmds,
+    release_cmds,
+)
 
 app = typer.Typer(
     help="Garrison: one chain of trust from the factory to devices in the field.",
@@ -23,6 +31,9 @@ app.add_typer(agent_cmds.agent_app, name="agent")
 app.add_typer(release_cmds.release_app, name="release")
 app.add_typer(release_cmds.manager_app, name="release-manager")
 app.add_typer(release_cmds.tuf_app, name="tuf")
+app.add_typer(group_cmds.group_app, name="group")
+app.add_typer(group_cmds.desired_app, name="desired")
+app.add_typer(campaign_cmds.campaign_app, name="campaign")
 
 
 @app.command()

@@ -16,7 +16,17 @@ from garrison.clock import Clock, utc_now
 from garrison.errors import GarrisonError
 from garrison.identity.enrollment import EnrollmentService
 from garrison.identity.fleet import Fleet
-from garrison.server import admin, device_api, est, pki, releases_api, tuf
+from garrison.server import (
+    admin,
+    campaigns_api,
+    console,
+    device_api,
+    est,
+    fleet_api,
+    pki,
+    releases_api,
+    tuf,
+)
 from garrison.server.context import ControlPlane
 from garrison.server.errors import (
     BodyLimit,
@@ -96,7 +106,17 @@ def create_app(fleet: Fleet, database: Database, clock: Clock = utc_now) -> Fast
             "/api/v1/artifacts": None,  # streamed to disk by the route, which limits it
         },
     )
-    for module in (est, pki, admin, device_api, releases_api, tuf):
+    for module in (
+        est,
+        pki,
+        admin,
+        device_api,
+        releases_api,
+        tuf,
+        fleet_api,
+        campaigns_api,
+        console,
+    ):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["health"])

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
 
@@ -179,5 +180,117 @@ device_commands = Table(
     Column("requested_at", UtcDateTime, nullable=False),
     Column("done_at", UtcDateTime, nullable=True),
     Column("outcome", String(32), nullable=True),
+    Column("detail", String(300), nullable=True),
+)
+
+# -- fleet control (issue 4): inventory, groups, desired state, campaigns -------------------
+
+device_inventory = Table(
+    "device_inventory",
+    metadata,
+    Column("device_id", Integer, ForeignKey("devices.id"), primary_key=True, autoincrement=False),
+    Column("reported_at", UtcDateTime, nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("firmware", String(64), nullable=True),
+    Column("boot_slot", String(8), nullable=True),
+    Column("slot_state", String(16), nullable=True),
+    Column("apps", Text, nullable=False),
+    Column("agent_version", String(32), nullable=True),
+    Column("uptime_seconds", BigInteger, nullable=True),
+    Column("data", Text, nullable=False),
+)
+
+device_tags = Table(
+    "device_tags",
+    metadata,
+    Column("device_id", Integer, ForeignKey("devices.id"), primary_key=True, autoincrement=False),
+    Column("tag", String(64), primary_key=True),
+)
+
+device_history = Table(
+    "device_history",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("device_id", Integer, ForeignKey("devices.id"), nullable=False, index=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("summary", String(300), nullable=False),
+    Column("details", Text, nullable=False),
+)
+
+device_groups = Table(
+    "device_groups",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("kind", String(16), nullable=False),
+    Column("filter", Text, nullable=True),
+    Column("priority", Integer, nullable=False),
+    Column("window", Text, nullable=True),
+    Column("created_by", String(128), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+group_members = Table(
+    "group_members",
+    metadata,
+    Column(
+        "group_id", Integer, ForeignKey("device_groups.id"), primary_key=True, autoincrement=False
+    ),
+    Column("device_id", Integer, ForeignKey("devices.id"), primary_key=True, index=True),
+)
+
+desired_state = Table(
+    "desired_state",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("scope", String(8), nullable=False),
+    Column("scope_id", Integer, nullable=False),
+    Column("firmware_release_id", Integer, ForeignKey("releases.id"), nullable=True),
+    Column("apps", Text, nullable=True),
+    Column("updated_by", String(128), nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    UniqueConstraint("scope", "scope_id", name="uq_desired_state_scope"),
+)
+
+device_directives = Table(
+    "device_directives",
+    metadata,
+    Column("device_id", Integer, ForeignKey("devices.id"), primary_key=True, autoincrement=False),
+    Column("etag", String(64), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("computed_at", UtcDateTime, nullable=False),
+)
+
+campaigns = Table(
+    "campaigns",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(64), nullable=False),
+    Column("group_id", Integer, ForeignKey("device_groups.id"), nullable=False, index=True),
+    Column("release_id", Integer, ForeignKey("releases.id"), nullable=False),
+    Column("plan", Text, nullable=False),
+    Column("state", String(16), nullable=False, index=True),
+    Column("phase", Integer, nullable=False),
+    Column("phase_started_at", UtcDateTime, nullable=True),
+    Column("reason", String(300), nullable=True),
+    Column("revision", Integer, nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+campaign_devices = Table(
+    "campaign_devices",
+    metadata,
+    Column(
+        "campaign_id", Integer, ForeignKey("campaigns.id"), primary_key=True, autoincrement=False
+    ),
+    Column("device_id", Integer, ForeignKey("devices.id"), primary_key=True, index=True),
+    Column("phase", Integer, nullable=True),
+    Column("state", String(16), nullable=False),
+    Column("from_version", String(64), nullable=True),
+    Column("assigned_at", UtcDateTime, nullable=True),
+    Column("updated_at", UtcDateTime, nullable=False),
     Column("detail", String(300), nullable=True),
 )

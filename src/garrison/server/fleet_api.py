@@ -1,0 +1,7 @@
+"""The fleet admin API: inventory, tags, groups, desired state."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()
