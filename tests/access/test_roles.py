@@ -23,7 +23,7 @@ EXPECTED: dict[Role, set[Permission]] = {
         P.AUDIT_READ,
     },
     Role.RELEASE_MANAGER: {P.DEVICES_READ, P.RELEASES_MANAGE},
-    Role.OPERATOR: {P.DEVICES_READ, P.DEVICES_ROLLBACK},
+    Role.OPERATOR: {P.DEVICES_READ, P.DEVICES_ROLLBACK, P.FLEET_MANAGE, P.CAMPAIGNS_MANAGE},
     Role.AUDITOR: {P.AUDIT_READ, P.DEVICES_READ},
     Role.MANUFACTURER: {P.BATCHES_READ_OWN},
 }
@@ -51,6 +51,8 @@ def test_role_and_permission_names() -> None:
         "pki.manage",
         "releases.manage",
         "devices.rollback",
+        "fleet.manage",
+        "campaigns.manage",
     }
     assert {
         P.PRINCIPALS_MANAGE,
@@ -59,6 +61,8 @@ def test_role_and_permission_names() -> None:
         P.PKI_MANAGE,
         P.RELEASES_MANAGE,
         P.DEVICES_ROLLBACK,
+        P.FLEET_MANAGE,
+        P.CAMPAIGNS_MANAGE,
     } == WRITE_PERMISSIONS
 
 
