@@ -210,6 +210,20 @@ def test_unhealthy_version_is_rejected_and_the_device_returns(device: SimulatedD
     assert_runs(device, "1.0", V1)
 
 
+def test_health_checks_run_in_the_device_directory(device: SimulatedDevice) -> None:
+    """A check judges the device it runs for: a fault marker in one device's directory
+    fails that device's trial, and only that device's."""
+    check = ["sh", "-c", "test ! -e FAULT || { echo 'fault marker present' >&2; exit 1; }"]
+    (device.root / "FAULT").write_text("injected\n")
+    report = apply_update(device, FileSlotInstaller(device), chunks(V2), INFO_V2, [check])
+    assert report.outcome == "rolled-back"
+    assert "fault marker present" in report.event
+    assert_runs(device, "1.0", V1)
+    (device.root / "FAULT").unlink()
+    report = apply_update(device, FileSlotInstaller(device), chunks(V2), INFO_V2, [check])
+    assert report.outcome == "committed"
+
+
 def test_boot_limit_returns_to_the_last_good_version(device: SimulatedDevice) -> None:
     installer = FileSlotInstaller(device)
     installer.switch(installer.install(chunks(V2), INFO_V2), attempts=3)

@@ -28,6 +28,9 @@ The flows on top, for the simulated device (where "reboot" is :meth:`SimulatedDe
 
 Health checks (:func:`run_health_checks`): a command (argv, exit status 0 within its
 timeout = healthy) or a callable (returns ``True`` or ``None`` without raising = healthy).
+The checks of an image trial run in the device's directory (the simulated device's root), so
+a check such as ``test -e slots/a.img`` or one that reads a device's own configuration
+judges the device being updated.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import shlex
 import subprocess
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO, Literal, Protocol
 
 from garrison.atomicfile import fsync_dir
@@ -229,7 +233,7 @@ class HealthResult:
         return "; ".join(self.failures) if self.failures else "healthy"
 
 
-def run_health_checks(checks: Sequence[HealthCheck]) -> HealthResult:
+def run_health_checks(checks: Sequence[HealthCheck], cwd: Path | None = None) -> HealthResult:
     """Run every check in order; healthy only if each passes.
 
     A command passes when it exits 0 within its timeout (:data:`DEFAULT_CHECK_TIMEOUT`
@@ -239,15 +243,15 @@ def run_health_checks(checks: Sequence[HealthCheck]) -> HealthResult:
     """
     failures: list[str] = []
     for check in checks:
-        failure = _run_check(check)
+        failure = _run_check(check, cwd)
         if failure is not None:
             failures.append(failure)
     return HealthResult(not failures, tuple(failures), len(checks))
 
 
-def _run_check(check: HealthCheck) -> str | None:
+def _run_check(check: HealthCheck, cwd: Path | None) -> str | None:
     if isinstance(check, CommandCheck):
-        return _run_command(check.argv, check.timeout)
+        return _run_command(check.argv, check.timeout, cwd)
     if callable(check):
         name = getattr(check, "__name__", repr(check))
         try:
@@ -259,10 +263,10 @@ def _run_check(check: HealthCheck) -> str | None:
         raise InvalidRequest(
             f"health check {check!r} is a string", hint="give a command as an argv list"
         )
-    return _run_command(tuple(check), DEFAULT_CHECK_TIMEOUT)
+    return _run_command(tuple(check), DEFAULT_CHECK_TIMEOUT, cwd)
 
 
-def _run_command(argv: Sequence[str], timeout: float) -> str | None:
+def _run_command(argv: Sequence[str], timeout: float, cwd: Path | None) -> str | None:
     name = shlex.join(argv)
     if not argv:
         raise InvalidRequest("a health check command must not be empty")
@@ -272,6 +276,7 @@ def _run_command(argv: Sequence[str], timeout: float) -> str | None:
             timeout=timeout,
             stdin=subprocess.DEVNULL,
             capture_output=True,
+            cwd=cwd,
             check=False,
         )
     except subprocess.TimeoutExpired:
@@ -366,7 +371,7 @@ def resume(
     written = tuple(s for s in SLOTS if (i := env.slots[s]) is not None and i.state == "written")
     if env.trying is None or env.trying != first.slot or env.last_boot != first.slot:
         return ResumeReport(first, "none", None, first, unwritten, written)
-    health = run_health_checks(health_checks)
+    health = run_health_checks(health_checks, cwd=device.root)
     checkpoint("after-health")
     if health.healthy:
         installer.commit()
@@ -388,7 +393,7 @@ def _trial(
     checkpoint("after-boot")
     if booted.slot != slot:  # the bootloader refused the trial (failed verification)
         return UpdateReport("rolled-back", booted, None, booted.event)
-    health = run_health_checks(health_checks)
+    health = run_health_checks(health_checks, cwd=device.root)
     checkpoint("after-health")
     if health.healthy:
         installer.commit()
