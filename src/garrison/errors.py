@@ -8,6 +8,7 @@ Exception tree::
     ├── PolicyError               a request is well formed but not allowed (maps to 403)
     │   └── EnrollmentRefused     an EST enrollment is refused by factory policy
     ├── InvalidRequest            a request or file is malformed (maps to 400)
+    ├── Conflict                  a request conflicts with the current state (maps to 409)
     └── AuditChainBroken          the audit log's hash chain does not verify
 
 Each carries a ``hint``: what the user should do next. The CLI prints both.
@@ -39,6 +40,11 @@ class KeyStoreError(GarrisonError):
 
 class InvalidRequest(GarrisonError):
     """A request or file is malformed."""
+
+
+class Conflict(GarrisonError):
+    """A well-formed, allowed request that conflicts with the current state (pausing a
+    completed campaign, a second running campaign for a group...). Nothing was changed."""
 
 
 class PolicyError(GarrisonError):

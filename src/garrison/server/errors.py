@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from garrison.errors import (
     AuditChainBroken,
     ConfigError,
+    Conflict,
     GarrisonError,
     InvalidRequest,
     PolicyError,
@@ -46,6 +47,8 @@ def status_of(exc: GarrisonError) -> int:
         return exc.status
     if isinstance(exc, InvalidRequest):
         return 400
+    if isinstance(exc, Conflict):
+        return 409
     if isinstance(exc, PolicyError):
         return 403
     if isinstance(exc, ConfigError | AuditChainBroken):
