@@ -1,0 +1,397 @@
+"""The directive of each device: what it must run, computed from its desired state, its
+campaign assignment, its update hold and its groups' maintenance windows (docs/fleet.md),
+stored in ``device_directives`` with an ETag so that an idle poll is one primary-key read.
+
+Guarantees:
+
+* A directive is a pure function of the database state it reads (no clock, no randomness):
+  every replica computes the same bytes, and the ETag (the first 32 hex digits of the SHA-256
+  of the canonical body without its ``etag``) changes exactly when the body does.
+* :func:`recompute` locks the devices' rows (``SELECT … FOR UPDATE`` on PostgreSQL; SQLite
+  has one writer) before it reads anything, so two transactions that change different inputs
+  of one device cannot store a directive that misses either change.
+* A firmware or app release is put in a directive only if it is published, of the right
+  install type and built for the device's hardware model; a device on update hold, or
+  reverting in a campaign, gets no firmware.
+* Every service that changes an input calls :func:`recompute` in the same transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, and_, or_, select
+
+from garrison.fleet.desired import AppWant, Entry, GroupEntry, Resolved, resolve
+from garrison.fleet.upsert import upsert
+from garrison.store.tables import (
+    campaign_devices,
+    campaigns,
+    desired_state,
+    device_directives,
+    device_groups,
+    devices,
+    group_members,
+    releases,
+)
+
+POLL_SECONDS = 1800
+JITTER_SECONDS = 180  # 10 % of POLL_SECONDS
+CAMPAIGN_POLL_SECONDS = 30
+CAMPAIGN_JITTER_SECONDS = 5
+
+ACTIVE_CAMPAIGN_STATES = ("running", "paused", "halted")
+OVERLAY_DEVICE_STATES = ("assigned", "downloading", "downloaded", "installing", "succeeded")
+REVERTING = "reverting"
+CHUNK = 500  # ids per IN (...) list: well under every backend's bound-parameter limit
+
+
+@dataclass(frozen=True)
+class Directive:
+    """A stored directive: its ETag, the exact 200 body, and its poll interval."""
+
+    etag: str
+    body: bytes
+    poll_seconds: int
+    jitter_seconds: int
+
+    @classmethod
+    def from_stored(cls, etag: str, body: str) -> Directive:
+        doc = json.loads(body)
+        return cls(etag, body.encode(), int(doc["poll_seconds"]), int(doc["jitter_seconds"]))
+
+    @property
+    def document(self) -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(self.body)
+        return value
+
+    @property
+    def firmware_target(self) -> str | None:
+        firmware = self.document.get("firmware")
+        return None if firmware is None else str(firmware["target"])
+
+
+@dataclass(frozen=True)
+class ReleaseInfo:
+    id: int
+    name: str
+    version: str
+    target_path: str
+    install: str
+    hardware: tuple[str, ...]
+    published: bool
+
+    def fits(self, model: str, install: str) -> bool:
+        return self.published and self.install == install and model in self.hardware
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """The device's place in its newest active campaign."""
+
+    campaign: int
+    release: int
+    state: str
+
+
+@dataclass
+class DeviceInputs:
+    """Everything one device's directive is computed from."""
+
+    device_id: int
+    model: str
+    hold: bool
+    groups: list[int] = field(default_factory=list)
+    resolved: Resolved = field(default_factory=Resolved)
+    overlay: Overlay | None = None
+    campaign_poll: bool = False
+
+
+def canonical(doc: object) -> bytes:
+    """Sorted-key compact JSON (the bytes the ETag hashes and the device receives)."""
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def entry_of(firmware_release_id: int | None, apps_text: str | None) -> Entry:
+    """A stored ``desired_state`` row as an :class:`Entry`."""
+    apps = None
+    if apps_text is not None:
+        stored = json.loads(apps_text)
+        apps = {
+            name: AppWant(None)
+            if want is None
+            else AppWant(int(want["release"]), want.get("config"))
+            for name, want in stored.items()
+        }
+    return Entry(firmware_release_id, apps)
+
+
+def _chunks(ids: Sequence[int]) -> Iterator[list[int]]:
+    for start in range(0, len(ids), CHUNK):
+        yield list(ids[start : start + CHUNK])
+
+
+def _hardware(custom: str) -> tuple[str, ...]:
+    models = json.loads(custom).get("garrison", {}).get("hardware", [])
+    return tuple(m for m in models if isinstance(m, str))
+
+
+def load_releases(conn: Connection, ids: Iterable[int]) -> dict[int, ReleaseInfo]:
+    """The releases ``ids`` (missing ids are left out)."""
+    found: dict[int, ReleaseInfo] = {}
+    for chunk in _chunks(sorted(set(ids))):
+        rows = conn.execute(
+            select(
+                releases.c.id,
+                releases.c.name,
+                releases.c.version,
+                releases.c.target_path,
+                releases.c.custom,
+                releases.c.state,
+            ).where(releases.c.id.in_(chunk))
+        )
+        for row in rows:
+            decl = json.loads(row.custom).get("garrison", {})
+            found[row.id] = ReleaseInfo(
+                row.id,
+                row.name,
+                row.version,
+                row.target_path,
+                str(decl.get("install", "")),
+                _hardware(row.custom),
+                row.state == "published",
+            )
+    return found
+
+
+def load_inputs(conn: Connection, ids: Sequence[int], *, lock: bool) -> dict[int, DeviceInputs]:
+    """The inputs of the directives of ``ids`` (at most :data:`CHUNK` of them), in a
+    constant number of queries. With ``lock`` the devices' rows are locked first."""
+    query = select(devices.c.id, devices.c.model, devices.c.update_hold).where(
+        devices.c.id.in_(ids)
+    )
+    if lock:
+        query = query.order_by(devices.c.id).with_for_update()
+    inputs = {
+        row.id: DeviceInputs(row.id, row.model, bool(row.update_hold))
+        for row in conn.execute(query)
+    }
+    if not inputs:
+        return inputs
+    present = list(inputs)
+    for row in conn.execute(
+        select(group_members.c.group_id, group_members.c.device_id).where(
+            group_members.c.device_id.in_(present)
+        )
+    ):
+        inputs[row.device_id].groups.append(row.group_id)
+    group_ids = sorted({g for i in inputs.values() for g in i.groups})
+
+    groups: dict[int, Any] = {}
+    running: set[int] = set()
+    for chunk in _chunks(group_ids):
+        groups.update(
+            (row.id, row)
+            for row in conn.execute(
+                select(
+                    device_groups.c.id,
+                    device_groups.c.name,
+                    device_groups.c.priority,
+                    device_groups.c.window,
+                ).where(device_groups.c.id.in_(chunk))
+            )
+        )
+        running.update(
+            conn.execute(
+                select(campaigns.c.group_id).where(
+                    campaigns.c.state == "running", campaigns.c.group_id.in_(chunk)
+                )
+            ).scalars()
+        )
+
+    device_entries: dict[int, Entry] = {}
+    group_entries: dict[int, Entry] = {}
+    conditions = [and_(desired_state.c.scope == "device", desired_state.c.scope_id.in_(present))]
+    conditions += [
+        and_(desired_state.c.scope == "group", desired_state.c.scope_id.in_(chunk))
+        for chunk in _chunks(group_ids)
+    ]
+    for stored in conn.execute(
+        select(
+            desired_state.c.scope,
+            desired_state.c.scope_id,
+            desired_state.c.firmware_release_id,
+            desired_state.c.apps,
+        ).where(or_(*conditions))
+    ):
+        target = device_entries if stored.scope == "device" else group_entries
+        target[stored.scope_id] = entry_of(stored.firmware_release_id, stored.apps)
+
+    overlays = conn.execute(
+        select(
+            campaign_devices.c.device_id,
+            campaign_devices.c.state,
+            campaigns.c.id,
+            campaigns.c.release_id,
+        )
+        .join(campaigns, campaigns.c.id == campaign_devices.c.campaign_id)
+        .where(
+            campaign_devices.c.device_id.in_(present),
+            or_(
+                and_(
+                    campaigns.c.state.in_(ACTIVE_CAMPAIGN_STATES),
+                    campaign_devices.c.state.in_(OVERLAY_DEVICE_STATES),
+                ),
+                campaign_devices.c.state == REVERTING,
+            ),
+        )
+        .order_by(campaigns.c.id)
+    )
+    for place in overlays:  # ascending campaign id: the newest campaign's row stays
+        inputs[place.device_id].overlay = Overlay(place.id, place.release_id, place.state)
+
+    for device_id, item in inputs.items():
+        member_of = [
+            GroupEntry(
+                groups[g].name,
+                groups[g].priority,
+                group_entries.get(g),
+                None if groups[g].window is None else json.loads(groups[g].window),
+            )
+            for g in item.groups
+            if g in groups
+        ]
+        item.resolved = resolve(device_entries.get(device_id), member_of)
+        item.campaign_poll = any(g in running for g in item.groups)
+    return inputs
+
+
+def _release_ids(inputs: Iterable[DeviceInputs]) -> set[int]:
+    wanted: set[int] = set()
+    for item in inputs:
+        if item.resolved.firmware is not None:
+            wanted.add(item.resolved.firmware)
+        wanted.update(a.release for a in (item.resolved.apps or {}).values() if a.release)
+        if item.overlay is not None:
+            wanted.add(item.overlay.release)
+    return wanted
+
+
+def build_document(item: DeviceInputs, known: dict[int, ReleaseInfo]) -> dict[str, Any]:
+    """The directive document of one device (without its ``etag``)."""
+    firmware: dict[str, Any] | None = None
+    release_id, campaign = item.resolved.firmware, None
+    if item.overlay is not None:
+        release_id = None if item.overlay.state == REVERTING else item.overlay.release
+        campaign = None if item.overlay.state == REVERTING else item.overlay.campaign
+    if item.hold:
+        release_id = None
+    release = None if release_id is None else known.get(release_id)
+    if release is not None and release.fits(item.model, "image"):
+        firmware = {"target": release.target_path, "version": release.version}
+        firmware["campaign"] = campaign
+
+    apps: list[dict[str, Any]] | None = None
+    if item.resolved.apps is not None:
+        apps = []
+        for name, want in item.resolved.present_apps().items():
+            app = known.get(want.release) if want.release is not None else None
+            if app is None or not app.fits(item.model, "app") or app.name != name:
+                continue
+            apps.append(
+                {
+                    "name": name,
+                    "version": app.version,
+                    "target": app.target_path,
+                    "config": dict(want.config) if want.config is not None else None,
+                }
+            )
+    poll, jitter = (
+        (CAMPAIGN_POLL_SECONDS, CAMPAIGN_JITTER_SECONDS)
+        if item.campaign_poll
+        else (POLL_SECONDS, JITTER_SECONDS)
+    )
+    return {
+        "firmware": firmware,
+        "apps": apps,
+        "window": item.resolved.window,
+        "poll_seconds": poll,
+        "jitter_seconds": jitter,
+    }
+
+
+def seal(doc: dict[str, Any]) -> Directive:
+    """The directive of ``doc``: its ETag over the canonical body, then the body with it."""
+    etag = hashlib.sha256(canonical(doc)).hexdigest()[:32]
+    body = canonical({**doc, "etag": etag})
+    return Directive(etag, body, int(doc["poll_seconds"]), int(doc["jitter_seconds"]))
+
+
+def compute(
+    conn: Connection, device_ids: Iterable[int], *, lock: bool = False
+) -> dict[int, Directive]:
+    """The current directives of ``device_ids`` (unknown ids are left out), not stored."""
+    ids = sorted(set(device_ids))
+    result: dict[int, Directive] = {}
+    for chunk in _chunks(ids):
+        inputs = load_inputs(conn, chunk, lock=lock)
+        known = load_releases(conn, _release_ids(inputs.values()))
+        for device_id, item in inputs.items():
+            result[device_id] = seal(build_document(item, known))
+    return result
+
+
+def recompute(conn: Connection, device_ids: Iterable[int], now: dt.datetime) -> None:
+    """Recompute and store the directive of each device in ``device_ids`` (unknown ids are
+    ignored). Rows whose ETag is unchanged are not rewritten. A constant number of queries
+    per 500 devices."""
+    ids = sorted(set(device_ids))
+    for chunk in _chunks(ids):
+        fresh = compute(conn, chunk, lock=True)
+        stored = {
+            row.device_id: row.etag
+            for row in conn.execute(
+                select(device_directives.c.device_id, device_directives.c.etag).where(
+                    device_directives.c.device_id.in_(chunk)
+                )
+            )
+        }
+        rows = [
+            {
+                "device_id": device_id,
+                "etag": directive.etag,
+                "body": directive.body.decode(),
+                "computed_at": now,
+            }
+            for device_id, directive in fresh.items()
+            if stored.get(device_id) != directive.etag
+        ]
+        upsert(conn, device_directives, rows, ["device_id"], ["etag", "body", "computed_at"])
+
+
+def stored_directive(conn: Connection, device_id: int) -> Directive | None:
+    """The stored directive of ``device_id``, or None (one primary-key read; no write)."""
+    row = conn.execute(
+        select(device_directives.c.etag, device_directives.c.body).where(
+            device_directives.c.device_id == device_id
+        )
+    ).first()
+    return None if row is None else Directive.from_stored(row.etag, row.body)
+
+
+def load_directive(conn: Connection, device_id: int, now: dt.datetime) -> Directive:
+    """The directive of ``device_id``, computed and stored first if there is none yet
+    (``conn`` must then be a write transaction). :class:`LookupError` for an unknown id."""
+    found = stored_directive(conn, device_id)
+    if found is not None:
+        return found
+    recompute(conn, [device_id], now)
+    found = stored_directive(conn, device_id)
+    if found is None:
+        raise LookupError(f"no device with id {device_id}")
+    return found
