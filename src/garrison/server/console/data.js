@@ -1,0 +1,123 @@
+// Reading the fleet through the admin API, in the shapes the pages use. Endpoints that a
+// control plane may not have (an older version) resolve to null instead of failing the page.
+
+import { api, optional } from "./api.js";
+
+const DEVICE_PAGE = 10000;
+
+function inventorySummary(row) {
+  const inv = row.inventory || {};
+  const boot = inv.boot || {};
+  return {
+    serial: row.serial,
+    model: row.model ?? row.hardware ?? inv.hardware ?? "",
+    status: row.status ?? "unknown",
+    enrolled_at: row.enrolled_at ?? null,
+    last_seen_at: row.last_seen_at ?? row.last_seen ?? null,
+    firmware: row.firmware ?? inv.firmware ?? null,
+    slot: row.boot_slot ?? row.slot ?? boot.slot ?? null,
+    slot_state: row.slot_state ?? boot.state ?? null,
+    agent_version: row.agent_version ?? inv.agent_version ?? null,
+    groups: (row.groups || []).map((g) => (typeof g === "string" ? g : g.name)),
+    tags: row.tags || [],
+    cert_not_after: row.cert_not_after ?? null,
+  };
+}
+
+/** Every device (up to 10,000), with its inventory summary where the API has one. */
+export async function listDevices() {
+  const rich = await optional("/fleet/devices", null, { params: { limit: DEVICE_PAGE } });
+  if (rich !== null) {
+    const rows = Array.isArray(rich) ? rich : rich.devices || rich.items || [];
+    return rows.map(inventorySummary);
+  }
+  const rows = await api("/devices", { params: { limit: DEVICE_PAGE } });
+  return rows.map(inventorySummary);
+}
+
+/** Groups with their members' count, or null where the control plane has no groups API. */
+export async function listGroups() {
+  const groups = await optional("/groups", null);
+  if (groups === null) return null;
+  return Array.isArray(groups) ? groups : groups.groups || [];
+}
+
+/** The fleet update level: {groups: [{group, total, on_target, updating, failed, not_reached}]}. */
+export async function fleetLevel() {
+  const level = await optional("/fleet/level", null);
+  if (level === null) return null;
+  const groups = (Array.isArray(level) ? level : level.groups || []).map((g) => {
+    const counts = g.counts || g;
+    return {
+      group: g.group ?? g.name ?? "",
+      target: g.target ?? g.release ?? null,
+      total: g.total ?? g.members ?? sum(counts),
+      on_target: counts.on_target ?? 0,
+      updating: counts.updating ?? 0,
+      failed: counts.failed ?? 0,
+      not_reached: counts.not_reached ?? 0,
+      proof: g.proof ?? null,
+    };
+  });
+  return { groups, raw: level };
+}
+
+function sum(c) {
+  return (c.on_target || 0) + (c.updating || 0) + (c.failed || 0) + (c.not_reached || 0);
+}
+
+/** Campaigns (newest first), or null where the control plane has no campaigns API. */
+export async function listCampaigns() {
+  const campaigns = await optional("/campaigns", null);
+  if (campaigns === null) return null;
+  const rows = Array.isArray(campaigns) ? campaigns : campaigns.campaigns || [];
+  return rows.map(campaignSummary).sort((a, b) => b.id - a.id);
+}
+
+const DONE = new Set(["succeeded", "failed", "rolled-back", "excluded", "reverted"]);
+
+/** A campaign's headline numbers, whatever the exact shape of its counts. */
+export function campaignSummary(c) {
+  const counts = c.counts || c.totals || {};
+  const total = c.total ?? c.devices_total ?? sum2(counts);
+  const succeeded = counts.succeeded ?? c.succeeded ?? 0;
+  const failed = (counts.failed ?? c.failed ?? 0) + (counts["rolled-back"] ?? counts.rolled_back ?? 0);
+  const active =
+    (counts.assigned ?? 0) +
+    (counts.downloading ?? 0) +
+    (counts.downloaded ?? 0) +
+    (counts.installing ?? 0) +
+    (counts.reverting ?? 0);
+  const excluded = counts.excluded ?? 0;
+  return {
+    ...c,
+    group: groupName(c),
+    release: releaseName(c),
+    total,
+    succeeded,
+    failed,
+    active,
+    excluded,
+    done: Object.entries(counts).reduce((n, [k, v]) => (DONE.has(k) ? n + v : n), 0),
+  };
+}
+
+function sum2(counts) {
+  return Object.values(counts).reduce((n, v) => n + (typeof v === "number" ? v : 0), 0);
+}
+
+export function groupName(c) {
+  if (typeof c.group === "string") return c.group;
+  if (c.group && c.group.name) return c.group.name;
+  return c.group_name ?? (c.group_id !== undefined ? `group ${c.group_id}` : "—");
+}
+
+export function releaseName(c) {
+  const r = c.release;
+  if (typeof r === "string") return r;
+  if (r && r.name) return r.version ? `${r.name} ${r.version}` : r.name;
+  if (c.release_name) return c.release_version ? `${c.release_name} ${c.release_version}` : c.release_name;
+  return c.release_id !== undefined ? `release ${c.release_id}` : "—";
+}
+
+export const RUNNING = new Set(["running", "paused", "halted"]);
