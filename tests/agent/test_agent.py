@@ -87,14 +87,16 @@ class RecordingStop(threading.Event):
         return self.is_set()
 
 
-def test_run_waits_the_poll_interval_after_a_check_in(
+def test_run_waits_the_poll_interval_and_its_jitter_after_a_cycle(
     served: RunningFleet, officer: Officer, tmp_path: Path
 ) -> None:
     agent = _enrolled(served, officer, tmp_path, Clock())
     stop = RecordingStop(waits=2)
     agent.run(stop)
-    poll = agent.check_in().poll_seconds
-    assert stop.delays == [poll, poll]
+    answer = agent.check_in()
+    poll, jitter = answer.poll_seconds, answer.jitter_seconds
+    assert len(stop.delays) == 2
+    assert all(poll - jitter <= delay <= poll + jitter for delay in stop.delays)
 
 
 def test_run_backs_off_while_the_control_plane_is_down(

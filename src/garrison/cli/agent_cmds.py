@@ -11,10 +11,12 @@ from typing import Annotated
 import typer
 from rich.progress import TaskID
 
-from garrison.agent.agent import Agent
+from garrison.agent.agent import Agent, CycleResult
+from garrison.agent.converge import Hold, WaitForWindow, describe
 from garrison.agent.identity import AgentConfig, StateDir
 from garrison.cli.common import console, failing, transfer_progress
 from garrison.errors import GarrisonError
+from garrison.fleet.windows import DAYS, Window
 from garrison.updates.client import (
     InstallResult,
     UpdateClient,
@@ -30,7 +32,8 @@ from garrison.updates.device_state import (
 from garrison.updates.fetchers import device_channel
 
 agent_app = typer.Typer(
-    help="The device agent: enrollment, check-in, renewal, signed updates.", no_args_is_help=True
+    help="The device agent: enrollment, check-in, renewal, convergence, signed updates.",
+    no_args_is_help=True,
 )
 
 State = Annotated[
@@ -99,16 +102,21 @@ def enroll(
 def run(
     state: State,
     once: Annotated[
-        bool, typer.Option(help="One cycle (renew if due, check in), then exit")
+        bool,
+        typer.Option(
+            help="One cycle (renew if due, check in, converge to the directive), then exit"
+        ),
     ] = False,
 ) -> None:
-    """Run the agent: check in over mTLS at the server's poll interval, renew when due."""
+    """Run the agent: renew when due, check in over mTLS when the inventory changed, poll the
+    directive and converge to it (firmware and apps, in the maintenance window), carry out
+    operator commands; then wait the server's poll interval (with jitter)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     agent = Agent(StateDir(state))
     if once:
         with failing():
             result = agent.cycle()
-        console.print(f"checked in as {result.serial} with certificate {result.certificate}")
+        _print_cycle(result)
         return
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -127,9 +135,93 @@ def renew(state: State) -> None:
     )
 
 
+def _print_cycle(result: CycleResult) -> None:
+    if result.check_in is not None:
+        console.print(
+            f"checked in as {result.serial} with certificate {result.check_in.certificate}"
+        )
+    else:
+        console.print(f"{result.serial}: inventory unchanged, no check-in needed")
+    status = {200: "new", 304: "unchanged (304)", 204: "none", 404: "none"}
+    seen = (
+        "current (named by the check-in)"
+        if result.directive_status is None
+        else (status.get(result.directive_status, str(result.directive_status)))
+    )
+    console.print(f"directive   {seen}{_etag(result.directive.etag)}")
+    for line in result.did or ["nothing to do"]:
+        console.print(f"did         {line}")
+    if result.plan is not None:
+        for step in result.plan.steps:
+            if isinstance(step, Hold | WaitForWindow):
+                console.print(f"pending     {describe(step)}")
+    console.print(f"next poll   in {result.poll_seconds} s (± {result.jitter_seconds} s)")
+
+
+def _etag(etag: str) -> str:
+    return f" (etag {etag[:12]})" if etag else ""
+
+
+def _print_fleet(agent: Agent) -> None:
+    directive, planned, record = agent.local_plan()
+    if directive is None:
+        console.print("directive   none received yet")
+    else:
+        firmware = directive.firmware
+        console.print(
+            f"directive   {directive.etag[:12]}: firmware "
+            + ("(stay)" if firmware is None else firmware.version)
+            + (
+                ""
+                if firmware is None or firmware.campaign is None
+                else f" (campaign {firmware.campaign})"
+            )
+            + ", apps "
+            + (
+                "not managed"
+                if directive.apps is None
+                else ", ".join(f"{a.name} {a.version}" for a in directive.apps) or "none"
+            )
+        )
+        window = directive.window
+        console.print(
+            "window      " + ("always open" if window is None else f"{_window_text(window)}")
+        )
+        console.print(
+            f"poll        every {directive.poll_seconds} s ± {directive.jitter_seconds} s"
+        )
+    if planned is not None:
+        for line in planned.describe():
+            console.print(f"plan        {line}")
+    last = record.last_update
+    if last:
+        console.print(
+            f"last update {last.get('outcome')} {last.get('target')} at {last.get('at')}: "
+            f"{last.get('event')}"
+        )
+    cycle = record.last_cycle
+    if cycle:
+        console.print(f"last cycle  {cycle.get('at')}")
+        for line in cycle.get("did", []) or ["nothing to do"]:
+            console.print(f"  did       {line}")
+        if cycle.get("error"):
+            console.print(f"  [yellow]stopped[/]   {cycle['error']}")
+    if record.outbox:
+        console.print(f"reports     {len(record.outbox)} waiting to be sent")
+
+
+def _window_text(window: Window) -> str:
+    slots = "; ".join(
+        f"{','.join(DAYS[d] for d in sorted(slot.days))} {slot.start:%H:%M} for {slot.minutes} min"
+        for slot in window.slots
+    )
+    return f"{slots} ({window.timezone})"
+
+
 @agent_app.command("status")
 def status(state: State) -> None:
-    """Show this device's identity and its A/B slots (versions, states, security floor)."""
+    """Show this device's identity, its A/B slots (versions, states, security floor), the
+    directive it follows and what it would do now (its plan)."""
     sd = StateDir(state)
     with failing():
         config = sd.load_config()
@@ -146,6 +238,8 @@ def status(state: State) -> None:
         )
         console.print(f"key         {identity.key_ref}")
     _print_device(sd, config)
+    with failing():
+        _print_fleet(Agent(sd))
 
 
 def _print_device(sd: StateDir, config: AgentConfig) -> None:

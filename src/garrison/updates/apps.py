@@ -5,6 +5,7 @@ Layout, under a device's ``apps/`` directory::
     apps/<name>/<version>/     one complete, verified package per version (immutable)
     apps/<name>/current  ->    <version>   the version that runs
     apps/<name>/previous ->    <version>   the version ``current`` pointed at before
+    apps/<name>/config.json    the app's configuration (canonical JSON), if it has one
 
 Guarantees:
 
@@ -16,6 +17,14 @@ Guarantees:
 * :func:`rollback_app` points ``current`` back at ``previous`` in one step.
 * Nothing here ever deletes the version ``current`` points to; :func:`prune_app` removes
   only versions that are neither current nor previous, and crash leftovers.
+* :func:`write_config` replaces ``config.json`` atomically (the old or the new file, whole),
+  always in the canonical encoding of :func:`config_bytes`, so that its SHA-256
+  (:func:`stored_config_digest`) equals :func:`config_digest` of the same configuration.
+* :func:`remove_app` takes the whole ``apps/<name>`` directory (every version, the links
+  and the configuration) out of ``apps/`` with one ``rename`` to ``apps/.removed-…`` and
+  only then deletes it: after a crash at any instant the app is either complete and
+  current or absent; a leftover ``.removed-*`` is never read and the next
+  :func:`remove_leftovers` deletes it.
 
 A package is either a tar archive (``bytes``, or the ``Path`` of a file, read in chunks and
 never whole; any compression ``tarfile`` reads, extracted with the ``data`` filter: no
@@ -29,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import secrets
 import shutil
@@ -37,13 +47,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from garrison.atomicfile import atomic_symlink, fsync_dir
+from garrison.atomicfile import atomic_symlink, atomic_write, fsync_dir
 from garrison.updates.bootenv import ImageVerificationFailed, RollbackUnavailable, UpdateError
 from garrison.updates.digests import hash_file
 from garrison.updates.eligibility import RESERVED, valid_name, valid_version
 from garrison.updates.installer import Checkpoint, no_checkpoint
 
 PackageContent = bytes | Path | Mapping[str, bytes]
+CONFIG_FILE = "config.json"
+MAX_CONFIG_BYTES = 64 * 1024
+REMOVED_PREFIX = ".removed-"
 
 
 class AppInstallError(UpdateError):
@@ -177,6 +190,125 @@ def prune_app(root: Path, name: str) -> list[str]:
     return removed
 
 
+def installed_apps(root: Path) -> dict[str, str | None]:
+    """Every app directory under ``root/apps``: name → current version (None when the
+    directory holds no current version, e.g. only a configuration). Crash leftovers and
+    entries that are not app names are not listed."""
+    base = Path(root) / "apps"
+    if not base.is_dir():
+        return {}
+    found: dict[str, str | None] = {}
+    for entry in sorted(base.iterdir()):
+        if valid_name(entry.name) and entry.is_dir() and not entry.is_symlink():
+            found[entry.name] = current_version(root, entry.name)
+    return found
+
+
+def remove_app(root: Path, name: str, *, checkpoint: Checkpoint = no_checkpoint) -> bool:
+    """Remove app ``name``: every version, its links and its configuration. Returns whether
+    there was anything to remove.
+
+    One ``rename`` takes ``apps/<name>`` out of ``apps/`` (to ``apps/.removed-<name>-<hex>``,
+    made durable with an fsync of ``apps/``) before anything is deleted, so a crash leaves
+    the app whole or gone. Checkpoint: ``app-removed`` (renamed, not yet deleted).
+    """
+    base = app_dir(root, name)
+    if not base.exists() and not base.is_symlink():
+        remove_leftovers(root)
+        return False
+    if base.is_symlink() or not base.is_dir():
+        raise AppInstallError(f"{base} is not an app directory", hint="remove it by hand")
+    parent = base.parent
+    doomed = parent / f"{REMOVED_PREFIX}{name}-{secrets.token_hex(4)}"
+    base.rename(doomed)
+    fsync_dir(parent)
+    checkpoint("app-removed")
+    remove_leftovers(root)
+    return True
+
+
+def remove_leftovers(root: Path) -> list[str]:
+    """Delete what an interrupted :func:`remove_app` left in ``root/apps`` (``.removed-*``);
+    return the names deleted."""
+    base = Path(root) / "apps"
+    if not base.is_dir():
+        return []
+    gone = sorted(p.name for p in base.glob(f"{REMOVED_PREFIX}*"))
+    for name in gone:
+        shutil.rmtree(base / name, ignore_errors=True)
+    if gone:
+        fsync_dir(base)
+    return gone
+
+
+def config_bytes(config: Mapping[str, object]) -> bytes:
+    """The canonical encoding of an app configuration: a JSON object with sorted keys, no
+    insignificant whitespace, UTF-8, a final newline. :class:`AppInstallError` for anything
+    that is not a JSON object of at most :data:`MAX_CONFIG_BYTES`."""
+    if not isinstance(config, Mapping):
+        raise AppInstallError("an app configuration must be a JSON object")
+    try:
+        data = json.dumps(
+            config, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode()
+    except (TypeError, ValueError) as exc:
+        raise AppInstallError(f"an app configuration must be plain JSON: {exc}") from exc
+    if len(data) + 1 > MAX_CONFIG_BYTES:
+        raise AppInstallError(
+            f"an app configuration of {len(data) + 1} bytes is larger than the "
+            f"{MAX_CONFIG_BYTES} allowed"
+        )
+    return data + b"\n"
+
+
+def config_digest(config: Mapping[str, object] | None) -> str | None:
+    """The SHA-256 of :func:`config_bytes` (None: no configuration)."""
+    return None if config is None else hashlib.sha256(config_bytes(config)).hexdigest()
+
+
+def stored_config_digest(root: Path, name: str) -> str | None:
+    """The SHA-256 of ``apps/<name>/config.json`` as stored (None if there is none)."""
+    try:
+        return hashlib.sha256((app_dir(root, name) / CONFIG_FILE).read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise AppInstallError(f"cannot read the configuration of {name}: {exc.strerror}") from exc
+
+
+def read_config(root: Path, name: str) -> dict[str, object] | None:
+    """The stored configuration of ``name`` (None if there is none)."""
+    try:
+        data = (app_dir(root, name) / CONFIG_FILE).read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        config = json.loads(data)
+    except ValueError as exc:
+        raise AppInstallError(f"the configuration of {name} is not JSON: {exc}") from exc
+    if not isinstance(config, dict):
+        raise AppInstallError(f"the configuration of {name} is not a JSON object")
+    return config
+
+
+def write_config(root: Path, name: str, config: Mapping[str, object] | None) -> None:
+    """Replace ``apps/<name>/config.json`` atomically with ``config`` (canonical encoding);
+    ``None`` removes it (durably). The app's directory is created if needed; no version is
+    touched."""
+    base = app_dir(root, name)
+    path = base / CONFIG_FILE
+    if config is None:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        fsync_dir(base)
+        return
+    data = config_bytes(config)
+    base.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, data, mode=0o640)
+
+
 # --- helpers -----------------------------------------------------------------------------
 
 
@@ -190,11 +322,11 @@ def _check_name(value: str) -> None:
 
 
 def _check_version(value: str) -> None:
-    if not valid_version(value):
+    if not valid_version(value) or value == CONFIG_FILE:
         raise AppInstallError(
             f"version {value!r} is not allowed",
             hint="a release version: 1-64 of A-Z a-z 0-9 . + ~ - starting with a letter or "
-            "digit, not 'current' or 'previous'",
+            "digit, not 'current', 'previous' or 'config.json'",
         )
 
 

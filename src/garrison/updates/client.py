@@ -134,8 +134,23 @@ class UpdateClient:
     @classmethod
     def for_agent(cls, state: StateDir, *, clock: Clock = utc_now) -> UpdateClient:
         """The client of an enrolled agent: the control plane over mutual TLS."""
+        http = device_channel(state, state.load_config())
+        client = cls.for_channel(state, http, clock=clock)
+        client._closer = http.close
+        return client
+
+    @classmethod
+    def for_channel(
+        cls,
+        state: StateDir,
+        http: httpx.Client,
+        *,
+        clock: Clock = utc_now,
+        checkpoint: Checkpoint = no_checkpoint,
+    ) -> UpdateClient:
+        """The client of an enrolled agent over its open device channel ``http`` (the
+        agent's own keep-alive connection; closing this client leaves ``http`` open)."""
         config = state.load_config()
-        http = device_channel(state, config)
         base = config.server_url.rstrip("/")
         repo = Repo(HttpsFetcher(http), f"{base}/tuf/metadata/", f"{base}/tuf/targets/")
         return cls(
@@ -144,7 +159,7 @@ class UpdateClient:
             hardware=config.hardware,
             clock=clock,
             offer=lambda: fetch_offer(http),
-            closer=http.close,
+            checkpoint=checkpoint,
         )
 
     @classmethod

@@ -1,0 +1,249 @@
+"""Convergence as a pure decision: a directive, the device's facts and ``now`` in, an ordered
+plan out. No I/O and no clock: the agent (:mod:`.executor`) gathers the facts, calls
+:func:`plan` and carries the steps out.
+
+The rules, in the order the steps come:
+
+1. **Firmware.** When the directive names a firmware whose version is not the one running:
+   a target that already failed here (rolled back after its trial, or refused for good)
+   under the same directive entry — same target *and* same campaign — is never retried: the
+   plan holds it (:class:`Hold`) and the failure stays reported. A new campaign or another
+   target is a changed directive and is tried again. Otherwise the artifact is downloaded
+   (unless a verified copy is already held) and, only while the maintenance window is open,
+   installed (an A/B install: switch, boot, health checks, commit or roll back).
+2. **Apps**, only when the directive manages them (``apps`` is a list): every installed
+   app the directive does not name is removed; every named app that does not run in its
+   version is downloaded and (window open) installed, unless that target already failed
+   here; an app whose stored configuration differs from the directive's gets it written
+   (after the install, if there is one; the configuration lives beside the versions and
+   is kept across them).
+3. **Maintenance window.** Downloads happen at any time; every change to what runs
+   (install, configure, remove) waits for the window. When something waits, the plan ends
+   with one :class:`WaitForWindow` saying when the window opens next.
+
+An empty plan means the device already is what the directive says.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from garrison.agent.directive import Directive, FirmwareEntry
+
+# -- the facts --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AppFacts:
+    """An app directory on the device: the version that runs (None: none) and the SHA-256
+    of its stored configuration (None: no configuration)."""
+
+    version: str | None
+    config_digest: str | None = None
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A target that failed on this device: ``rolled-back`` (its trial failed and the
+    previous version runs again) or ``failed`` (refused before anything ran)."""
+
+    target: str
+    campaign: int | None
+    version: str
+    outcome: str
+    event: str
+    at: dt.datetime
+
+    def matches(self, target: str, campaign: int | None) -> bool:
+        return self.target == target and self.campaign == campaign
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the device runs and holds, as the agent read it just before planning."""
+
+    firmware: str
+    apps: Mapping[str, AppFacts] = field(default_factory=dict)
+    downloaded: frozenset[str] = frozenset()
+    failures: tuple[Failure, ...] = ()
+
+    def failure(self, target: str, campaign: int | None) -> Failure | None:
+        return next((f for f in self.failures if f.matches(target, campaign)), None)
+
+
+# -- the steps --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DownloadFirmware:
+    firmware: FirmwareEntry
+
+
+@dataclass(frozen=True)
+class InstallFirmware:
+    firmware: FirmwareEntry
+
+
+@dataclass(frozen=True)
+class DownloadApp:
+    name: str
+    version: str
+    target: str
+
+
+@dataclass(frozen=True)
+class InstallApp:
+    name: str
+    version: str
+    target: str
+
+
+@dataclass(frozen=True)
+class ConfigureApp:
+    name: str
+    config: Mapping[str, object] | None
+
+
+@dataclass(frozen=True)
+class RemoveApp:
+    name: str
+    version: str | None
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A target this device does not try again: it failed here under this directive."""
+
+    failure: Failure
+
+
+@dataclass(frozen=True)
+class WaitForWindow:
+    """Changes that wait for the maintenance window, which opens at ``opens`` (UTC)."""
+
+    opens: dt.datetime
+    timezone: str
+    waiting: tuple[str, ...]
+
+    def local_opening(self) -> str:
+        """When the window opens, in its own time zone: ``Sun 02:00 Europe/Berlin``."""
+        from zoneinfo import ZoneInfo
+
+        local = self.opens.astimezone(ZoneInfo(self.timezone))
+        return f"{local:%a %Y-%m-%d %H:%M} {self.timezone}"
+
+
+Step = (
+    DownloadFirmware
+    | InstallFirmware
+    | DownloadApp
+    | InstallApp
+    | ConfigureApp
+    | RemoveApp
+    | Hold
+    | WaitForWindow
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    steps: tuple[Step, ...]
+
+    @property
+    def idle(self) -> bool:
+        """Nothing to do now or later (held failures aside)."""
+        return all(isinstance(s, Hold) for s in self.steps)
+
+    def describe(self) -> list[str]:
+        """One line per step, for people (``garrison agent status``)."""
+        return [describe(step) for step in self.steps] or ["up to date: nothing to do"]
+
+
+# -- the decision -----------------------------------------------------------------------
+
+
+def plan(directive: Directive, facts: Facts, now: dt.datetime) -> Plan:
+    """The steps that bring a device with ``facts`` to ``directive`` at ``now`` (see the
+    module docstring). Pure and deterministic: the same inputs give the same plan."""
+    if now.tzinfo is None:
+        raise ValueError("plan needs an aware datetime")
+    window = directive.window
+    window_open = window is None or window.is_open(now)
+    steps: list[Step] = []
+    waiting: list[str] = []
+
+    firmware = directive.firmware
+    if firmware is not None and firmware.version != facts.firmware:
+        failure = facts.failure(firmware.target, firmware.campaign)
+        if failure is not None:
+            steps.append(Hold(failure))
+        else:
+            if firmware.target not in facts.downloaded:
+                steps.append(DownloadFirmware(firmware))
+            if window_open:
+                steps.append(InstallFirmware(firmware))
+            else:
+                waiting.append(f"firmware {firmware.version}")
+
+    if directive.apps is not None:
+        wanted = {a.name for a in directive.apps}
+        for name, app in sorted(facts.apps.items()):
+            if name not in wanted:
+                if window_open:
+                    steps.append(RemoveApp(name, app.version))
+                else:
+                    waiting.append(f"removing app {name}")
+        for entry in directive.apps:
+            have = facts.apps.get(entry.name, AppFacts(None))
+            runs = have.version == entry.version
+            if not runs:
+                failure = facts.failure(entry.target, None)
+                if failure is not None:
+                    steps.append(Hold(failure))
+                    continue
+                if entry.target not in facts.downloaded:
+                    steps.append(DownloadApp(entry.name, entry.version, entry.target))
+                if window_open:
+                    steps.append(InstallApp(entry.name, entry.version, entry.target))
+                else:
+                    waiting.append(f"app {entry.name} {entry.version}")
+            if have.config_digest != entry.config_digest:
+                if window_open:
+                    steps.append(ConfigureApp(entry.name, entry.config))
+                elif runs:
+                    waiting.append(f"configuring app {entry.name}")
+
+    if waiting:
+        assert window is not None  # only a closed window makes anything wait
+        steps.append(WaitForWindow(window.next_open(now), window.timezone, tuple(waiting)))
+    return Plan(tuple(steps))
+
+
+def describe(step: Step) -> str:
+    """A line for people about one step."""
+    match step:
+        case DownloadFirmware(firmware):
+            return f"download firmware {firmware.version} ({firmware.target})"
+        case InstallFirmware(firmware):
+            via = f" for campaign {firmware.campaign}" if firmware.campaign else ""
+            return f"install firmware {firmware.version}{via} (A/B: boot, health checks, commit)"
+        case DownloadApp(name, version, target):
+            return f"download app {name} {version} ({target})"
+        case InstallApp(name, version, _target):
+            return f"install app {name} {version}"
+        case ConfigureApp(name, config):
+            return f"configure app {name}" if config is not None else f"clear app {name} config"
+        case RemoveApp(name, version):
+            return f"remove app {name}" + (f" {version}" if version else "")
+        case Hold(failure):
+            return (
+                f"not retrying {failure.target}: {failure.outcome} here at "
+                f"{failure.at:%Y-%m-%d %H:%M} UTC ({failure.event}); waits for a changed directive"
+            )
+        case WaitForWindow():
+            return f"waiting for maintenance window (opens {step.local_opening()}): " + ", ".join(
+                step.waiting
+            )
+    raise AssertionError(f"unknown step {step!r}")
