@@ -3,36 +3,45 @@
 
 import { api, optional } from "./api.js";
 
-const DEVICE_PAGE = 10000;
+const DEVICE_PAGE = 1000; // the largest page GET /fleet/devices serves
+export const DEVICE_CAP = 20000; // the console lists at most this many devices
 
-function inventorySummary(row) {
-  const inv = row.inventory || {};
-  const boot = inv.boot || {};
+function deviceRow(row) {
   return {
     serial: row.serial,
-    model: row.model ?? row.hardware ?? inv.hardware ?? "",
-    status: row.status ?? "unknown",
-    enrolled_at: row.enrolled_at ?? null,
-    last_seen_at: row.last_seen_at ?? row.last_seen ?? null,
-    firmware: row.firmware ?? inv.firmware ?? null,
-    slot: row.boot_slot ?? row.slot ?? boot.slot ?? null,
-    slot_state: row.slot_state ?? boot.state ?? null,
-    agent_version: row.agent_version ?? inv.agent_version ?? null,
-    groups: (row.groups || []).map((g) => (typeof g === "string" ? g : g.name)),
+    model: row.model,
+    status: row.status,
+    enrolled_at: row.enrolled_at,
+    last_seen_at: row.last_seen_at,
+    firmware: row.firmware ?? null,
+    slot: row.boot_slot ?? null,
+    slot_state: row.slot_state ?? null,
+    agent_version: row.agent_version ?? null,
+    update_hold: Boolean(row.update_hold),
+    groups: row.groups || [],
     tags: row.tags || [],
-    cert_not_after: row.cert_not_after ?? null,
   };
 }
 
-/** Every device (up to 10,000), with its inventory summary where the API has one. */
+/** Every device (up to DEVICE_CAP) with its inventory summary, tags and groups:
+ * {devices, total}. Pages are fetched in parallel, four at a time. */
 export async function listDevices() {
-  const rich = await optional("/fleet/devices", null, { params: { limit: DEVICE_PAGE } });
-  if (rich !== null) {
-    const rows = Array.isArray(rich) ? rich : rich.devices || rich.items || [];
-    return rows.map(inventorySummary);
+  const first = await api("/fleet/devices", { params: { limit: DEVICE_PAGE } });
+  const rows = [...first.devices];
+  const offsets = [];
+  for (let at = DEVICE_PAGE; at < Math.min(first.total, DEVICE_CAP); at += DEVICE_PAGE) offsets.push(at);
+  for (let i = 0; i < offsets.length; i += 4) {
+    const pages = await Promise.all(
+      offsets.slice(i, i + 4).map((offset) => api("/fleet/devices", { params: { limit: DEVICE_PAGE, offset } })),
+    );
+    for (const page of pages) rows.push(...page.devices);
   }
-  const rows = await api("/devices", { params: { limit: DEVICE_PAGE } });
-  return rows.map(inventorySummary);
+  return { devices: rows.map(deviceRow), total: first.total };
+}
+
+/** Identity status of every device (one request): for the overview's totals. */
+export async function deviceStatuses() {
+  return api("/devices", { params: { limit: 10000 } });
 }
 
 /** Groups with their members' count, or null where the control plane has no groups API. */

@@ -1,49 +1,38 @@
 // One device: identity (certificates), inventory (firmware, slot, apps, agent, uptime), tags,
 // groups, desired state and history. Refreshes every 5 seconds while shown.
 
-import { api, optional } from "./api.js";
+import { api } from "./api.js";
 import { ago, card, chip, empty, fill, fmtDuration, fmtTime, h, kv, table, tone } from "./ui.js";
 
 async function load(serial) {
-  const path = `/devices/${encodeURIComponent(serial)}/detail`;
-  const detail = await optional(path, null);
-  if (detail !== null) return detail;
-  // An older control plane: the identity listing is all there is.
-  const rows = await api("/devices", { params: { limit: 10000 } });
-  const row = rows.find((d) => d.serial === serial);
-  if (!row) {
-    const error = new Error(`unknown device ${serial}`);
-    error.status = 404;
-    throw error;
-  }
-  return { device: row };
+  const detail = await api(`/devices/${encodeURIComponent(serial)}/detail`);
+  return detail;
 }
 
 function identityCard(d) {
-  const identity = d.identity || d.device || d;
-  const certs = d.certificates || identity.certificates || [];
-  const current = certs.find((c) => c.serial === identity.current_cert || c.serial_hex === identity.current_cert);
-  const pairs = [
-    ["Status", chip(identity.status)],
-    ["Model", identity.model],
-    ["Enrolled", fmtTime(identity.enrolled_at)],
-    ["Last seen", ago(identity.last_seen_at)],
-    ["Certificate", identity.current_cert ? h("span", { class: "mono" }, identity.current_cert) : null],
-    ["Valid from", current ? fmtTime(current.not_before) : undefined],
-    ["Valid until", fmtTime(current ? current.not_after : identity.cert_not_after)],
+  const identity = d.identity;
+  const certs = identity.certificates || [];
+  const current = certs.find((c) => c.current) || null;
+  const body = [
+    kv([
+      ["Status", chip(identity.status)],
+      ["Model", identity.model],
+      ["Enrolled", fmtTime(identity.enrolled_at)],
+      ["Last seen", ago(identity.last_seen_at)],
+      ["Certificate", identity.current_cert ? h("span", { class: "mono", "data-field": "certificate" }, identity.current_cert) : null],
+      ["Valid from", current ? fmtTime(current.not_before) : undefined],
+      ["Valid until", current ? fmtTime(current.not_after) : undefined],
+      ["Update hold", identity.update_hold ? chip("hold", "held after a rollback") : "none"],
+    ]),
   ];
-  if (identity.update_hold !== undefined) {
-    pairs.push(["Update hold", identity.update_hold ? chip("hold", "held after a rollback") : "none"]);
-  }
-  const body = [kv(pairs)];
   if (certs.length > 1) {
     body.push(
-      h("h3", { class: "muted", "data-section": "certificates" }, "Certificates"),
+      h("h3", { class: "muted section-title" }, "Certificate history"),
       table(
         [
-          { label: "Serial", render: (c) => h("span", { class: "mono" }, c.serial ?? c.serial_hex) },
-          { label: "Valid until", render: (c) => fmtTime(c.not_after), cls: "nowrap" },
-          { label: "Status", render: (c) => chip(c.status) },
+          { label: "Serial", render: (c) => h("span", { class: "mono truncate" }, c.serial) },
+          { label: "Issued", render: (c) => fmtTime(c.issued_at), cls: "nowrap" },
+          { label: "Status", render: (c) => chip(c.status, c.revocation_reason ? `${c.status}: ${c.revocation_reason}` : c.status) },
         ],
         certs,
         { wrapClass: "short" },
@@ -53,24 +42,23 @@ function identityCard(d) {
   return card("Identity", body);
 }
 
-function inventoryCard(d) {
+function inventoryCard(d, summary) {
   const inv = d.inventory;
   if (!inv) {
     return card("Inventory", empty("inbox", "No inventory reported", "The device has not sent an inventory with a check-in yet."));
   }
   const boot = inv.boot || {};
   const last = inv.last_update || null;
-  const slot = boot.slot ?? inv.boot_slot;
-  const state = boot.state ?? inv.slot_state;
+  const agent = inv.agent_version ?? (summary && summary.agent_version);
   return card(
     "Inventory",
     kv([
-      ["Firmware", inv.firmware ? h("strong", {}, inv.firmware) : null],
-      ["Boot slot", slot ? h("span", {}, `slot ${slot} `, state ? chip(state) : null) : null],
-      ["Last boot event", boot.last_event ?? undefined],
-      ["Agent", inv.agent_version ?? d.agent_version ?? null],
-      ["Uptime", inv.uptime_seconds !== undefined && inv.uptime_seconds !== null ? fmtDuration(inv.uptime_seconds) : null],
-      ["Reported", ago(inv.reported_at ?? d.reported_at)],
+      ["Firmware", inv.firmware ? h("strong", { "data-field": "firmware" }, inv.firmware) : null],
+      ["Boot slot", boot.slot ? h("span", {}, `slot ${boot.slot} `, boot.state ? chip(boot.state) : null) : null],
+      ["Last boot event", boot.last_event ?? null],
+      ["Agent", agent ?? undefined],
+      ["Uptime", typeof inv.uptime_seconds === "number" ? fmtDuration(inv.uptime_seconds) : null],
+      ["Reported", ago(inv.reported_at)],
       [
         "Last update",
         last
@@ -78,12 +66,11 @@ function inventoryCard(d) {
               "span",
               {},
               chip(last.outcome),
-              " ",
-              last.version ? `${last.version} ` : "",
+              last.version ? ` ${last.version} · ` : " ",
               last.at ? ago(last.at) : "",
               last.event ? h("span", { class: "sub muted" }, last.event) : null,
             )
-          : null,
+          : "none reported",
       ],
     ]),
     { note: inv.hardware ? `hardware ${inv.hardware}` : null },
@@ -92,10 +79,14 @@ function inventoryCard(d) {
 
 function appsCard(d) {
   const installed = (d.inventory && d.inventory.apps) || {};
-  const desired = (d.desired && d.desired.apps) || null;
-  const names = [...new Set([...Object.keys(installed), ...(desired ? desired.map((a) => a.name) : [])])].sort();
+  const desired = d.desired && d.desired.apps ? d.desired.apps : null;
   const want = new Map((desired || []).map((a) => [a.name, a]));
-  const rows = names.map((name) => ({ name, installed: installed[name] ?? null, desired: want.get(name) ?? null }));
+  const names = [...new Set([...Object.keys(installed), ...want.keys()])].sort();
+  const rows = names.map((name) => {
+    const entry = want.get(name) || null;
+    const version = entry && !entry.absent && entry.release ? entry.release.version : null;
+    return { name, installed: installed[name] ?? null, entry, version };
+  });
   return card(
     "Applications",
     table(
@@ -107,22 +98,21 @@ function appsCard(d) {
           render: (r) =>
             !desired
               ? h("span", { class: "faint" }, "not managed")
-              : !r.desired || r.desired.absent || r.desired.state === "absent"
-                ? h("span", { class: "faint" }, "absent")
-                : r.desired.version,
+              : r.version
+                ? h("span", {}, r.version, r.entry.from ? h("span", { class: "sub" }, `from ${r.entry.from}`) : null)
+                : h("span", { class: "faint" }, "absent"),
         },
         {
           label: "",
           render: (r) => {
             if (!desired) return "";
-            const wanted = r.desired && !r.desired.absent && r.desired.state !== "absent" ? r.desired.version : null;
-            if (wanted === r.installed) return chip("ok", "converged");
-            return chip("pending", wanted ? "to install" : "to remove");
+            if (r.version === r.installed) return chip("ok", "converged");
+            return chip("pending", r.version ? "to install" : "to remove");
           },
         },
       ],
       rows,
-      { empty: empty("inbox", "No applications", "No app is installed and none is desired.") },
+      { empty: empty("inbox", "No applications", "No app is installed here and none is desired.") },
     ),
     { flush: true },
   );
@@ -130,7 +120,7 @@ function appsCard(d) {
 
 function membershipCard(d) {
   const tags = d.tags || [];
-  const groups = (d.groups || []).map((g) => (typeof g === "string" ? { name: g } : g));
+  const groups = d.groups || [];
   return card(
     "Tags and groups",
     kv([
@@ -143,9 +133,13 @@ function membershipCard(d) {
         groups.length
           ? h(
               "div",
-              { class: "tags" },
+              { class: "tags", "data-field": "groups" },
               groups.map((g) =>
-                h("a", { class: "tag", href: `#/devices?group=${encodeURIComponent(g.name)}`, title: g.kind ? `${g.kind} group` : null }, g.name),
+                h(
+                  "a",
+                  { class: "tag", href: `#/devices?group=${encodeURIComponent(g.name)}`, title: `${g.kind} group, priority ${g.priority}` },
+                  g.name,
+                ),
               ),
             )
           : h("span", { class: "faint" }, "in no group"),
@@ -154,35 +148,41 @@ function membershipCard(d) {
   );
 }
 
-function describeFirmware(fw) {
-  if (!fw) return h("span", { class: "faint" }, "none: the device stays on what it runs");
-  if (typeof fw === "string") return fw;
-  const name = fw.name && fw.version ? `${fw.name} ${fw.version}` : fw.version ?? fw.target ?? "";
-  const source = fw.source ?? fw.from ?? (fw.campaign ? `campaign ${fw.campaign}` : null);
-  return h("span", {}, h("strong", {}, name), source ? h("span", { class: "sub muted" }, `from ${source}`) : null);
+function release(r) {
+  return r ? `${r.name} ${r.version}` : "—";
+}
+
+function windowText(w) {
+  if (!w) return "always open";
+  const slots = (w.slots || []).map((s) => `${(s.days || []).join(", ")} ${s.start} for ${fmtDuration(s.minutes * 60)}`);
+  return `${slots.join("; ")} (${w.timezone})`;
 }
 
 function desiredCard(d) {
-  const desired = d.desired;
-  const directive = d.directive || null;
-  if (!desired && !directive) {
-    return card("Desired state", empty("inbox", "No desired state", "Neither the device nor any of its groups names a release."));
-  }
-  const fw = directive && directive.firmware ? directive.firmware : desired && desired.firmware;
-  const window = (directive && directive.window) || (desired && desired.window) || null;
+  const desired = d.desired || {};
+  const fw = desired.firmware;
+  const campaign = desired.campaign;
+  const directive = d.directive;
   return card(
     "Desired state",
     kv([
-      ["Firmware", describeFirmware(fw)],
-      ["Pinned", desired && desired.pinned !== undefined ? (desired.pinned ? "yes, by a device entry" : "no") : undefined],
       [
-        "Window",
-        window
-          ? `${(window.slots || []).map((s) => `${(s.days || []).join(", ")} ${s.start} for ${s.minutes} min`).join("; ")} (${window.timezone})`
-          : "always open",
+        "Firmware",
+        fw
+          ? h("span", {}, h("strong", {}, release(fw)), fw.from ? h("span", { class: "sub muted" }, `from ${fw.from}${desired.pinned ? " (pinned)" : ""}`) : null)
+          : h("span", { class: "faint" }, "none: the device stays on what it runs"),
       ],
-      ["Directive", directive && directive.etag ? h("span", { class: "mono" }, directive.etag.slice(0, 16)) : undefined],
-      ["Poll", directive && directive.poll_seconds ? `every ${fmtDuration(directive.poll_seconds)}` : undefined],
+      [
+        "Campaign",
+        campaign
+          ? h("span", {}, h("a", { href: `#/campaigns/${campaign.id}` }, `#${campaign.id}`), " ", chip(campaign.state), ` ${release(campaign.release)}`)
+          : undefined,
+      ],
+      ["Apps", desired.apps ? `${desired.apps.filter((a) => !a.absent).length} managed` : "not managed"],
+      ["Window", h("span", {}, windowText(desired.window), desired.window_from ? h("span", { class: "sub muted" }, `from ${desired.window_from}`) : null)],
+      ["Update hold", desired.update_hold ? chip("hold", "held: firmware withheld") : undefined],
+      ["Directive", directive && directive.etag ? h("span", { class: "mono" }, directive.etag.slice(0, 16)) : "not computed yet"],
+      ["Poll", directive && directive.poll_seconds ? `every ${fmtDuration(directive.poll_seconds)} ± ${fmtDuration(directive.jitter_seconds || 0)}` : undefined],
     ]),
   );
 }
@@ -215,7 +215,7 @@ export async function render(ctx) {
   const body = h("div", { class: "grid" });
 
   function draw(d) {
-    const identity = d.identity || d.device || d;
+    const identity = d.identity;
     fill(
       body,
       h(
@@ -228,7 +228,7 @@ export async function render(ctx) {
           h("p", { class: "sub" }, `${identity.model || "unknown model"} · last seen `, ago(identity.last_seen_at)),
         ),
       ),
-      h("div", { class: "grid two" }, identityCard(d), inventoryCard(d)),
+      h("div", { class: "grid two" }, identityCard(d), inventoryCard(d, null)),
       h("div", { class: "grid two" }, desiredCard(d), membershipCard(d)),
       h("div", { class: "grid wide-left" }, appsCard(d), historyCard(d)),
     );

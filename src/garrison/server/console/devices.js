@@ -1,7 +1,7 @@
 // The device list: search by serial, filter by model, status, group and firmware; 100 rows a
 // page. Filters live in the URL (#/devices?q=…&model=…) so a filtered view can be shared.
 
-import { listDevices } from "./data.js";
+import { DEVICE_CAP, listDevices } from "./data.js";
 import { ago, chip, empty, fill, fmtNumber, h, icon, table } from "./ui.js";
 
 const PAGE = 100;
@@ -41,7 +41,7 @@ const COLUMNS = [
 
 export async function render(ctx) {
   ctx.crumbs(["Devices"]);
-  const devices = await listDevices();
+  const { devices, total } = await listDevices();
   const q = ctx.query;
   const search = h("input", {
     class: "input",
@@ -132,6 +132,9 @@ export async function render(ctx) {
         firmware,
         count,
       ),
+      total > devices.length
+        ? h("div", { class: "banner warn" }, icon("alert"), h("div", { class: "text" }, h("strong", {}, `Showing the first ${fmtNumber(DEVICE_CAP)} of ${fmtNumber(total)} devices`), h("span", {}, "Use the command line (garrison device list) for the whole fleet.")))
+        : null,
       results,
       pager,
     ),

@@ -1,7 +1,7 @@
 // Fleet overview: totals, the update level of every group, and the campaigns in progress.
 // Refreshes every 5 seconds while shown.
 
-import { RUNNING, fleetLevel, listCampaigns, listDevices } from "./data.js";
+import { RUNNING, deviceStatuses, fleetLevel, listCampaigns } from "./data.js";
 import { card, chip, empty, fill, fmtNumber, h, icon, legend, percent, stackBar } from "./ui.js";
 
 const HOUR = 3600 * 1000;
@@ -126,7 +126,7 @@ export async function render(ctx) {
   const running = h("div");
 
   async function refresh() {
-    const [devices, lvl, campaigns] = await Promise.all([listDevices(), fleetLevel(), listCampaigns()]);
+    const [devices, lvl, campaigns] = await Promise.all([deviceStatuses(), fleetLevel(), listCampaigns()]);
     if (!ctx.alive) return;
     const t = totals(devices);
     fill(

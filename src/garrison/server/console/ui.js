@@ -1,6 +1,6 @@
 // Building blocks of the console's pages. Everything is built as DOM nodes with text
 // content: no string ever becomes markup (the CSP requires Trusted Types, which would
-// refuse innerHTML anyway), so data from devices and operators cannot inject anything.
+// refuse markup from strings anyway), so data from devices and operators cannot inject anything.
 
 const SVG = "http://www.w3.org/2000/svg";
 
