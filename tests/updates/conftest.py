@@ -66,13 +66,15 @@ class Device:
 
 @dataclass
 class World:
-    """A served fleet with three release managers (threshold 2) and a security officer."""
+    """A served fleet with three release managers (threshold 2), a security officer and an
+    operator."""
 
     fleet: RunningFleet
     tmp: Path
     signers: list[CryptoSigner]
     tokens: list[str]
     officer: str
+    operator: str
     serials: Iterator[int] = field(default_factory=lambda: iter(range(1, 1000)))
 
     def publish(
@@ -85,8 +87,12 @@ class World:
         health_checks: tuple[tuple[str, ...], ...] = (("true",),),
         install: str = "image",
         data: bytes | None = None,
+        desired: bool = True,
     ) -> Released:
-        """Upload, propose and have two of the three release managers sign."""
+        """Upload, propose and have two of the three release managers sign. An image
+        release then becomes (unless ``desired`` is false) the desired firmware of each of
+        its hardware models' groups (:meth:`desire`), so devices of those models are offered
+        it."""
         data = data if data is not None else image(zlib.crc32(f"{name} {version}".encode()))
         with self.fleet.api(self.tokens[0]) as api:
             stored = api.put("/artifacts", content=data).json()
@@ -113,7 +119,27 @@ class World:
                 )
                 assert signed.status_code == 200, signed.text
         assert signed.json()["state"] == "published"
+        if install == "image" and desired:
+            self.desire(name, version, hardware)
         return Released(release["target_path"], data, stored["sha256"])
+
+    def desire(self, name: str, version: str, models: tuple[str, ...] = (MODEL,)) -> None:
+        """An operator makes release ``name`` ``version`` the desired firmware of the
+        dynamic group ``model-<m>`` (every device of model m) for each of ``models``."""
+        with self.fleet.api(self.operator) as api:
+            for model in models:
+                group = f"model-{model}"
+                if api.get(f"/groups/{group}").status_code == 404:
+                    created = api.post(
+                        "/groups",
+                        json={"name": group, "kind": "dynamic", "filter": f'model == "{model}"'},
+                    )
+                    assert created.status_code == 201, created.text
+                wanted = api.put(
+                    f"/desired/groups/{group}",
+                    json={"firmware": {"name": name, "version": version}},
+                )
+                assert wanted.status_code == 200, wanted.text
 
     def enroll(self, *, model: str = MODEL, hardware: str | None = None) -> Device:
         """A device enrolled over EST (its batch says ``model``), with its TUF root fetched
@@ -215,4 +241,12 @@ def world(served: RunningFleet, tmp_path: Path) -> World:
             tokens.append(made.json()["token"])
         officer = api.post("/principals", json={"name": "sofia", "role": "security-officer"})
         api.post("/principals", json={"name": "acme", "role": "manufacturer"})
-    return World(served, tmp_path / "devices", signers, tokens, officer.json()["token"])
+        operator = api.post("/principals", json={"name": "fleet-operator", "role": "operator"})
+    return World(
+        served,
+        tmp_path / "devices",
+        signers,
+        tokens,
+        officer.json()["token"],
+        operator.json()["token"],
+    )

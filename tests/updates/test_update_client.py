@@ -74,6 +74,8 @@ def test_update_commit_self_rollback_and_operator_rollback(world: World) -> None
 
 
 def test_the_control_plane_offers_only_releases_for_the_devices_hardware(world: World) -> None:
+    """Each model's group desires its newest release (World.publish); a release desired for
+    a device of another model is never offered to it."""
     gw2 = world.publish("fw", "1.0.0")
     gw3_release = world.publish("fw3", "1.0.0", hardware=("gw-3",))
     world.publish("fw3", "1.0.1", hardware=("gw-3", "gw-4"))
@@ -84,6 +86,14 @@ def test_the_control_plane_offers_only_releases_for_the_devices_hardware(world: 
         assert client.offered() == newest_gw2.target != gw2.target
     with UpdateClient.for_agent(gw3_device.state) as client:
         assert client.offered() == "fw3/1.0.1/fw3-1.0.1.img" != gw3_release.target
+    with UpdateClient.for_agent(other.state) as client:
+        assert client.offered() is None
+    with world.fleet.api(world.operator) as api:
+        serial = other.config.serial  # a gw-9 device told to run a gw-2 release: not offered
+        pinned = api.put(
+            f"/desired/devices/{serial}", json={"firmware": {"name": "fw", "version": "1.0.1"}}
+        )
+        assert pinned.status_code == 200, pinned.text
     with UpdateClient.for_agent(other.state) as client:
         assert client.offered() is None
     with world.fleet.client() as anonymous:  # the device is its certificate: none, no answer
@@ -202,10 +212,11 @@ def test_application_packages_install_and_fall_back(world: World) -> None:
             tar.addfile(info, io.BytesIO(data))
         return buffer.getvalue()
 
-    world.publish("app", "1.0", install="app", data=package("1.0"))
+    app = world.publish("app", "1.0", install="app", data=package("1.0"))
     device = world.enroll()
     with UpdateClient.for_agent(device.state) as client:
-        first = client.update()
+        assert client.offered() is None  # the update offer is firmware; apps come by directive
+        first = client.update(app.target)
     assert first is not None and first.outcome == "committed"
     root = device.sim.root
     assert (root / "apps/app/current/bin/app").read_text() == "app 1.0\n"
@@ -229,9 +240,9 @@ def test_an_app_release_with_any_accepted_version_installs(world: World) -> None
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         info = tarfile.TarInfo("bin/app")
         tar.addfile(info, io.BytesIO(b""))
-    world.publish("app", "1.0~rc1", install="app", data=buffer.getvalue())
+    app = world.publish("app", "1.0~rc1", install="app", data=buffer.getvalue())
     device = world.enroll()
     with UpdateClient.for_agent(device.state) as client:
-        result = client.update()
+        result = client.update(app.target)
     assert result is not None and result.outcome == "committed", result
     assert apps.current_version(device.sim.root, "app") == "1.0~rc1"

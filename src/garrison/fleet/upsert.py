@@ -36,3 +36,17 @@ def upsert(
             set_={c: lite.excluded[c] for c in columns},
         )
     conn.execute(statement, rows)
+
+
+def insert_missing(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows``, skipping any whose primary key exists (``ON CONFLICT DO NOTHING``)."""
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        conn.execute(pg_insert(table).on_conflict_do_nothing(), rows)
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        conn.execute(sqlite_insert(table).on_conflict_do_nothing(), rows)

@@ -2,27 +2,43 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
+from garrison.fleet.directives import Directive
+from garrison.fleet.inventory import parse_inventory
+from garrison.fleet.inventory_store import record_inventory
 from garrison.identity.devices import check_in
 from garrison.identity.revocation import invalidate_crl
-from garrison.server import schemas
+from garrison.server import fleet_schemas, schemas
 from garrison.server.context import CurrentDevice, Plane
 from garrison.store.audit_log import append_audit
-from garrison.updates.commands import Command, complete_command, on_hold, pending_command
-from garrison.updates.offers import offered_target
+from garrison.store.tables import devices
+from garrison.updates.commands import Command, complete_command, pending_command
+from garrison.updates.offers import current_directive, first_directive, offered_target
 
 router = APIRouter(prefix="/device/v1", tags=["device"])
 
-POLL_SECONDS = 300
 
+@router.post("/checkin", response_model=fleet_schemas.CheckInResult, name="device.checkin")
+async def checkin(
+    body: fleet_schemas.CheckIn, device: CurrentDevice, cp: Plane
+) -> fleet_schemas.CheckInResult:
+    """The device is alive; with ``inventory``, what it runs (stored when it changed). A
+    report naming another device or hardware model is refused (403), nothing stored."""
+    inventory = (
+        None if body.inventory is None else parse_inventory(body.inventory, body.agent_version)
+    )
 
-@router.post("/checkin", response_model=schemas.CheckInResult, name="device.checkin")
-async def checkin(body: schemas.CheckIn, device: CurrentDevice, cp: Plane) -> schemas.CheckInResult:
-    def run() -> None:
+    def run() -> Directive:
         now = cp.now()
         with cp.database.write() as conn:
+            if inventory is not None:
+                model = conn.execute(
+                    select(devices.c.model).where(devices.c.id == device.device_id)
+                ).scalar_one()
+                record_inventory(conn, device.device_id, device.serial, model, inventory, now)
             if check_in(conn, device, now):
                 invalidate_crl(conn)
                 append_audit(
@@ -34,33 +50,66 @@ async def checkin(body: schemas.CheckIn, device: CurrentDevice, cp: Plane) -> sc
                     now=now,
                     details={"current": device.certificate},
                 )
+            return first_directive(conn, device.device_id, now)
 
-    await run_in_threadpool(run)
-    return schemas.CheckInResult(
+    directive = await run_in_threadpool(run)
+    return fleet_schemas.CheckInResult(
         serial=device.serial,
         certificate=device.certificate,
         server_time=cp.now(),
-        poll_seconds=POLL_SECONDS,
+        poll_seconds=directive.poll_seconds,
+        jitter_seconds=directive.jitter_seconds,
+        directive_etag=directive.etag,
     )
+
+
+def _etag_matches(header: str | None, etag: str) -> bool:
+    """Whether an ``If-None-Match`` header names ``etag`` (RFC 9110 weak comparison)."""
+    if header is None:
+        return False
+    for candidate in header.split(","):
+        value = candidate.strip()
+        if value == "*":
+            return True
+        if value.startswith("W/"):
+            value = value[2:]
+        if value == f'"{etag}"':
+            return True
+    return False
+
+
+@router.get(
+    "/directive",
+    name="device.directive",
+    responses={
+        200: {"description": "The directive (docs/fleet.md)", "content": {"application/json": {}}},
+        304: {"description": "Unchanged since the ETag in If-None-Match"},
+    },
+)
+async def directive(request: Request, device: CurrentDevice, cp: Plane) -> Response:
+    """What this device must run. With ``If-None-Match: "<etag>"`` an unchanged directive is
+    a ``304`` with no body. Reading it writes nothing (but the first poll of a device)."""
+    found = await run_in_threadpool(current_directive, cp.database, device.device_id, cp.now())
+    headers = {
+        "ETag": f'"{found.etag}"',
+        "Garrison-Poll": f"{found.poll_seconds};jitter={found.jitter_seconds}",
+        "Cache-Control": "no-cache",
+    }
+    if _etag_matches(request.headers.get("if-none-match"), found.etag):
+        return Response(status_code=304, headers=headers)
+    return Response(found.body, media_type="application/json", headers=headers)
 
 
 @router.get(
     "/update",
     response_model=schemas.UpdateOffer,
     name="device.update",
-    responses={204: {"description": "No release for this device's hardware"}},
+    responses={204: {"description": "No firmware in this device's directive"}},
 )
 async def update(device: CurrentDevice, cp: Plane) -> schemas.UpdateOffer | Response:
-    """The newest published release for this device's hardware model. The device verifies
-    it through TUF; the control plane only chooses."""
-
-    def run() -> str | None:
-        with cp.database.read() as conn:
-            if on_hold(conn, device.device_id):  # sent back by an operator: stay there
-                return None
-            return offered_target(conn, device.device_id)
-
-    target = await run_in_threadpool(run)
+    """The firmware of this device's directive (its desired state or campaign; nothing on
+    update hold). The device verifies it through TUF; the control plane only chooses."""
+    target = await run_in_threadpool(offered_target, cp.database, device.device_id, cp.now())
     if target is None:
         return Response(status_code=204)
     return schemas.UpdateOffer(target=target)

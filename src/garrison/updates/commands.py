@@ -1,9 +1,9 @@
 """Operator fallback from the control plane: a rollback command queued for devices, which
 they fetch over mTLS, carry out with their own installer and report back.
 
-A device sent back is put on *update hold*: it is offered no release until an operator
-lets it update again (``garrison device release-hold``), so it is not re-updated to the
-very version it was sent back from.
+A device sent back is put on *update hold*: its directive names no firmware (it is offered
+no release) until an operator lets it update again (``garrison device release-hold``), so
+it is not re-updated to the very version it was sent back from.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, select, update
 
 from garrison.errors import InvalidRequest, PolicyError
+from garrison.fleet.directives import recompute
 from garrison.store.audit_log import append_audit
 from garrison.store.tables import device_commands, devices
 
@@ -59,6 +60,7 @@ def request_rollback(
     if found:  # a group with no active device reaches nobody; the request is still audited
         ids = [r.id for r in found]
         conn.execute(update(devices).where(devices.c.id.in_(ids)).values(update_hold=True))
+        recompute(conn, ids, now)  # held devices get no firmware in their directive
     reached = [row.serial for row in found]
     append_audit(
         conn,
@@ -73,16 +75,19 @@ def request_rollback(
 
 
 def release_hold(conn: Connection, serial: str, actor: str, now: dt.datetime) -> None:
-    changed = conn.execute(
+    """Let device ``serial`` be offered firmware again (audited; its directive recomputed)."""
+    released = conn.execute(
         update(devices)
         .where(devices.c.serial == serial, devices.c.update_hold.is_(True))
         .values(update_hold=False)
-    ).rowcount
-    if changed != 1:
+        .returning(devices.c.id)
+    ).all()
+    if len(released) != 1:
         exists = conn.execute(select(devices.c.id).where(devices.c.serial == serial)).first()
         if exists is None:
             raise LookupError(f"no device with serial {serial!r}")
         raise PolicyError(f"device {serial!r} is not on update hold")
+    recompute(conn, [released[0].id], now)
     append_audit(
         conn, actor=actor, action="device.release-hold", target=serial, outcome="ok", now=now
     )
@@ -96,12 +101,6 @@ def pending_command(conn: Connection, device_id: int) -> Command | None:
         .limit(1)
     ).first()
     return None if row is None else Command(row.id, row.action)
-
-
-def on_hold(conn: Connection, device_id: int) -> bool:
-    return bool(
-        conn.execute(select(devices.c.update_hold).where(devices.c.id == device_id)).scalar()
-    )
 
 
 def complete_command(
