@@ -1,6 +1,6 @@
 // Campaigns: the list (refreshing every 5 seconds) and the form that starts a new one.
 
-import { api, optional } from "./api.js";
+import { api } from "./api.js";
 import { listCampaigns, listGroups } from "./data.js";
 import { campaignProgress } from "./overview.js";
 import { ago, card, chip, empty, fill, h, icon, table, toast } from "./ui.js";
@@ -96,21 +96,9 @@ function readAmount(a, what) {
   return a.units.value === "%" ? `${n}%` : n;
 }
 
-/** Releases the caller may pick, or null when its role cannot list them. */
-async function releaseChoices() {
-  try {
-    const releases = await optional("/campaigns/releases", null);
-    if (releases !== null) return releases;
-    return await api("/releases");
-  } catch (error) {
-    if (error.status === 403) return null;
-    throw error;
-  }
-}
-
 async function renderCreate(ctx) {
   ctx.crumbs([["Campaigns", "#/campaigns"], "New campaign"]);
-  const [groups, releases] = await Promise.all([listGroups(), releaseChoices()]);
+  const [groups, releases] = await Promise.all([listGroups(), api("/fleet/releases")]);
   const name = h("input", { class: "input", id: "name", name: "name", maxlength: "64", required: true, placeholder: "e.g. edge-gw-2 firmware 2.1.0" });
   const group = h(
     "select",
@@ -119,17 +107,13 @@ async function renderCreate(ctx) {
     (groups || []).map((g) => h("option", { value: g.name }, `${g.name}${g.members !== undefined ? ` (${g.members} devices)` : ""}`)),
   );
   if (ctx.query.get("group")) group.value = ctx.query.get("group");
-  const published = (releases || []).filter((r) => (r.state ?? "published") === "published" && (r.install ?? r.custom?.install ?? "image") === "image");
-  const release = releases
-    ? h(
-        "select",
-        { class: "select", id: "release", name: "release", required: true },
-        h("option", { value: "" }, published.length ? "Choose a published release…" : "No published firmware release"),
-        published.map((r) =>
-          h("option", { value: String(r.id) }, `${r.name} ${r.version}${r.custom && r.custom.hardware ? ` · ${r.custom.hardware.join(", ")}` : ""}`),
-        ),
-      )
-    : h("input", { class: "input", id: "release", name: "release", required: true, placeholder: "release id" });
+  const images = releases.filter((r) => r.install === "image");
+  const release = h(
+    "select",
+    { class: "select", id: "release", name: "release", required: true },
+    h("option", { value: "" }, images.length ? "Choose a published firmware release…" : "No published firmware release"),
+    images.map((r) => h("option", { value: String(r.id) }, `${r.name} ${r.version} · for ${r.hardware.join(", ")}`)),
+  );
   const canary = amount("canary", 1, "devices");
   const threshold = amount("threshold", 0, "devices");
   const waves = h("input", { class: "input", id: "waves", name: "waves", value: "25, 50, 100", required: true });
@@ -179,7 +163,7 @@ async function renderCreate(ctx) {
       body = {
         name: name.value.trim(),
         group: group.value,
-        release_id: Number(release.value),
+        release: (({ name: n, version }) => ({ name: n, version }))(images.find((r) => String(r.id) === release.value)),
         plan: {
           canary: readAmount(canary, "Canary"),
           waves: waveList,

@@ -44,11 +44,9 @@ export async function deviceStatuses() {
   return api("/devices", { params: { limit: 10000 } });
 }
 
-/** Groups with their members' count, or null where the control plane has no groups API. */
+/** Every group: {name, kind, filter, priority, window, members, ...}. */
 export async function listGroups() {
-  const groups = await optional("/groups", null);
-  if (groups === null) return null;
-  return Array.isArray(groups) ? groups : groups.groups || [];
+  return api("/groups");
 }
 
 /** The fleet update level: {groups: [{group, total, on_target, updating, failed, not_reached}]}. */
