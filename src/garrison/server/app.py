@@ -8,8 +8,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from garrison import __version__
 from garrison.clock import Clock, utc_now
@@ -21,6 +22,7 @@ from garrison.server import (
     campaigns_api,
     console,
     device_api,
+    device_fast,
     est,
     fleet_api,
     pki,
@@ -46,15 +48,25 @@ MAX_EST_BODY_BYTES = 64 * 1024  # before authentication: small; EST and OCSP che
 
 
 class ControlPlaneApp(FastAPI):
-    """FastAPI, except that the hottest request, ``POST /simpleenroll``, is served straight
-    from the entry point (it stays documented by its FastAPI route)."""
+    """FastAPI, except that the hottest requests are served straight from the entry point
+    (they stay documented by their FastAPI routes): ``POST /simpleenroll``, and the idle
+    directive poll's ``304`` (:mod:`.device_fast`; every other directive request falls
+    through to its route). At shutdown, pending device last-seen times are written."""
+
+    _not_modified: device_fast.NotModifiedPath | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["path"] == est.ENROLL_PATH
-            and scope["method"] == "POST"
-        ):
+        kind = scope["type"]
+        if kind == "http" and scope["path"] == device_fast.DIRECTIVE_PATH:
+            if scope["method"] == "GET":
+                fast = self._not_modified
+                if fast is None:
+                    fast = self._not_modified = device_fast.NotModifiedPath(
+                        self.state.control_plane
+                    )
+                if await fast.serve(scope, send):
+                    return
+        elif kind == "http" and scope["path"] == est.ENROLL_PATH and scope["method"] == "POST":
             scope["app"] = self
             try:
                 await est.serve_simpleenroll(scope, receive, send)
@@ -63,6 +75,19 @@ class ControlPlaneApp(FastAPI):
                     scope, receive, send
                 )
                 raise
+            return
+        elif kind == "lifespan":
+            plane: ControlPlane = self.state.control_plane
+
+            async def receive_then_flush() -> Message:
+                message = await receive()
+                if message["type"] == "lifespan.shutdown":
+                    if self._not_modified is not None:
+                        self._not_modified.close()
+                    await run_in_threadpool(plane.last_seen.close)
+                return message
+
+            await super().__call__(scope, receive_then_flush, send)
             return
         await super().__call__(scope, receive, send)
 

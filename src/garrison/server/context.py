@@ -8,6 +8,7 @@ import binascii
 import datetime as dt
 import ssl
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Annotated, Any
 
 from cryptography import x509
@@ -18,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from garrison.access.roles import Permission, require
 from garrison.clock import Clock
 from garrison.errors import PolicyError
+from garrison.fleet.last_seen import LastSeen
 from garrison.identity.certificates import fingerprint
 from garrison.identity.devices import DeviceIdentity, authenticate_device
 from garrison.identity.enrollment import EnrollmentService
@@ -40,6 +42,12 @@ class ControlPlane:
 
     def now(self) -> dt.datetime:
         return self.clock()
+
+    @cached_property
+    def last_seen(self) -> LastSeen:
+        """This process's device last-seen times, written in batches (accurate to
+        :data:`garrison.fleet.last_seen.FLUSH_SECONDS`; flushed when the app shuts down)."""
+        return LastSeen(self.database)
 
 
 def trust_manufacturer_ca(cp: ControlPlane, ca: x509.Certificate) -> None:
