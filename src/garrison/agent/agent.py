@@ -282,6 +282,7 @@ class Agent:
             planned = plan(directive, converger.facts(), self.clock())
             converger.forget_downloads(_targets(directive))
             outcome = converger.run(planned)
+            converger.confirm(directive.firmware)
         command = run_operator_command(http, UpdateState.of(self.state, config), self.checkpoint)
         self._flush(channel, record)
         if (outcome.changed or command is not None) and (

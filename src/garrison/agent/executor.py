@@ -50,6 +50,7 @@ from garrison.agent.converge import (
     Step,
     WaitForWindow,
 )
+from garrison.agent.directive import FirmwareEntry
 from garrison.agent.fleet_channel import ChannelError
 from garrison.agent.fleet_state import Installing, Record
 from garrison.agent.inventory import printable, running_firmware
@@ -384,9 +385,25 @@ class Converger:
         self.record.downloads.pop(pending.target, None)
         self.save(self.record)
 
+    def confirm(self, firmware: FirmwareEntry | None) -> None:
+        """A campaign's firmware that already runs here is reported ``committed`` (once):
+        the campaign learns the device is on its target without an install."""
+        if firmware is None or firmware.campaign is None:
+            return
+        if running_firmware(self.updates.device().load_env()) == firmware.version:
+            self._report(
+                firmware.target, firmware.campaign, firmware.version, "committed", "already runs"
+            )
+
     def _report(
         self, target: str, campaign: int | None, version: str, state: str, detail: str = ""
     ) -> None:
+        """Queue a report for the control plane; only a campaign's target is reported
+        (``POST /device/v1/report`` moves the device's place in its campaign). Outcomes of
+        updates from desired state alone reach the control plane in the inventory's
+        ``last_update``."""
+        if campaign is None:
+            return
         self.record.queue_report(
             {
                 "campaign": campaign,
