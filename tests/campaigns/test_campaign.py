@@ -96,7 +96,7 @@ def test_round_trip(data: dict[str, object]) -> None:
         ({"canary": 10**7}, "canary must be between 1 and"),
         ({"waves": []}, "waves must be a list of 1 to 20"),
         ({"waves": 100}, "waves must be a list of 1 to 20"),
-        ({"waves": list(range(5, 101, 5))[:20] + [100]}, "waves must be a list of 1 to 20"),
+        ({"waves": [*range(1, 21), 100]}, "waves must be a list of 1 to 20"),
         ({"waves": [50.5, 100]}, "waves must be a list of 1 to 20"),
         ({"waves": [True, 100]}, "waves must be a list of 1 to 20"),
         ({"waves": [50, 50, 100]}, "strictly increasing"),
@@ -456,3 +456,13 @@ def test_progress_per_phase() -> None:
     assert phases[2].allowed_failures == 1
     done = progress(p, 2, COMPLETED, members)
     assert [x.status for x in done] == ["done", "done", "done"]
+
+
+def test_a_waiting_device_is_not_assigned_and_holds_completion() -> None:
+    p = plan(canary="100%")
+    members = [Member(1, SUCCEEDED, phase=0, updated_at=T0), Member(2, PENDING, waiting=True)]
+    d = decide(p, 0, T0, members, T0)
+    assert (d.state, d.assign) == (RUNNING, ())
+    members[1] = Member(2, PENDING)  # the other campaign ended
+    d = decide(p, 1, T0, members, T0)
+    assert (d.state, d.assign) == (RUNNING, (2,))

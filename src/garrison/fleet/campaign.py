@@ -24,7 +24,8 @@ Guarantees of :func:`decide` (tested with hypothesis in tests/campaigns/test_cam
   restarts when an operator resumes a halted campaign (the failures seen were looked at).
 * A phase ends when its quota is assigned (or nobody is left to assign), no device is in
   progress, and ``soak_minutes`` have passed since its last device finished. The campaign
-  completes when no device is pending or in progress.
+  completes when no device is pending (waiting for another campaign included) or in
+  progress.
 * Pending devices are assigned in ascending device id order: the same inputs give the same
   decision on every replica.
 """
@@ -251,13 +252,16 @@ def phase_name(phase: int) -> str:
 
 @dataclass(frozen=True)
 class Member:
-    """One device's place in a campaign, as the scheduler sees it."""
+    """One device's place in a campaign, as the scheduler sees it. A ``waiting`` device is
+    pending but held by another active campaign: it cannot be assigned yet, and the
+    campaign does not complete without it."""
 
     device_id: int
     state: str
     phase: int | None = None
     assigned_at: dt.datetime | None = None
     updated_at: dt.datetime | None = None
+    waiting: bool = False
 
 
 def counts_toward_phases(member: Member) -> bool:
@@ -302,7 +306,8 @@ def decide(
     targets = plan.targets(n)
     counted = [m for m in members if counts_toward_phases(m)]
     busy = any(m.state in IN_PROGRESS for m in counted)
-    pending = sorted(m.device_id for m in members if m.state == PENDING)
+    pending = sorted(m.device_id for m in members if m.state == PENDING and not m.waiting)
+    waiting = any(m.state == PENDING and m.waiting for m in members)
     events: list[str] = []
     phase = min(phase, plan.phases - 1)
     while True:
@@ -324,7 +329,7 @@ def decide(
         quota_filled = len(counted) >= targets[phase] or not pending
         if not quota_filled or busy:
             break
-        if not pending:
+        if not pending and not waiting:
             events.append(f"completed: {len(counted)} device(s) updated in {phase + 1} phase(s)")
             return Decision(COMPLETED, phase, started, events=tuple(events))
         if phase == plan.phases - 1:  # unreachable: the last target is every eligible device

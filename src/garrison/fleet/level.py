@@ -7,7 +7,7 @@ Categories, decided in this order for a group whose target firmware version is `
    device is in progress in the campaign that rolls the target out (assigned, downloading,
    downloaded, installing, or reverting after an abort);
 2. **on target** — the inventory reports ``target``; or the device reported ``committed``
-   (campaign state ``succeeded``) after its last inventory, which has not caught up yet;
+   (campaign state ``succeeded``) no earlier than its last inventory, not caught up yet;
 3. **failed** — the campaign recorded ``failed``, ``rolled-back`` or ``reverted``;
 4. **not reached** — everything else (pending, excluded, never in a campaign, no target).
 
@@ -69,7 +69,7 @@ def classify(facts: MemberFacts, target: str | None) -> str:
         if facts.campaign_state == SUCCEEDED and (
             facts.inventory_at is None
             or facts.campaign_at is None
-            or facts.inventory_at < facts.campaign_at
+            or facts.inventory_at <= facts.campaign_at
         ):
             return ON_TARGET
     if facts.campaign_state in _FAILED:

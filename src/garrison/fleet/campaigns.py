@@ -1,0 +1,937 @@
+"""Rollout campaigns on the database: create, list, progress, pause / resume / abort, the
+devices' progress reports, and who in a group takes part (the scheduler that assigns devices
+is :mod:`.scheduler`; the decisions are the pure :mod:`.campaign`).
+
+Guarantees:
+
+* Every operator action locks the campaign row (``SELECT … FOR UPDATE`` on PostgreSQL; SQLite
+  has one writer), checks the state machine (:class:`~garrison.errors.Conflict`, nothing
+  changed, otherwise), writes the campaign with a compare-and-set on ``revision``, recomputes
+  the directives of the devices it touches and is audited — all in one transaction.
+* A group has at most one active (running, paused or halted) campaign.
+* Pausing, halting or aborting sends ``assigned`` devices (not yet started) back to
+  ``pending``; devices that started finish and still report (an A/B install is never cut).
+* Abort with rollback sends devices this campaign updated (``succeeded``) back with the
+  operator rollback command of issue 3 (``reverting``; ``reverted`` once the device did it);
+  a device that commits after such an abort is sent back as well. The decision is recorded
+  in the stored plan's ``rollback_on_abort``.
+* A device report changes only its own row, only along the state machine
+  (:func:`.campaign.after_report`), with a conditional update (``WHERE state = <as read>``),
+  and writes the device's history. Within one transaction, locks are taken in the order
+  campaign row → campaign device rows → device rows (directives) → audit head.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
+
+from garrison.errors import Conflict, InvalidRequest
+from garrison.fleet.campaign import (
+    ABORTED,
+    ACTIVE,
+    ASSIGNED,
+    CAMPAIGN_STATES,
+    DEVICE_STATES,
+    EXCLUDED,
+    HALTED,
+    PAUSED,
+    PENDING,
+    REVERTING,
+    RUNNING,
+    SUCCEEDED,
+    Member,
+    PhaseProgress,
+    Plan,
+    after_report,
+    eligible,
+    phase_name,
+    progress,
+)
+from garrison.fleet.directives import OVERLAY_DEVICE_STATES, ReleaseInfo, load_releases, recompute
+from garrison.fleet.history import add_history
+from garrison.fleet.level import GroupLevel, MemberFacts, group_level
+from garrison.identity.devices import DeviceIdentity
+from garrison.store.audit_log import append_audit
+from garrison.store.tables import (
+    campaign_devices,
+    campaigns,
+    desired_state,
+    device_groups,
+    device_inventory,
+    devices,
+    group_members,
+    releases,
+)
+from garrison.updates.commands import request_rollback
+
+MAX_NAME = 64
+MAX_DEVICES_PAGE = 10_000
+
+cd = campaign_devices
+
+
+class CampaignChanged(Conflict):
+    """The campaign row changed between read and write (compare-and-set on ``revision``)."""
+
+
+# -- views ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReleaseRef:
+    name: str
+    version: str
+
+
+@dataclass(frozen=True)
+class CampaignSpec:
+    """What an operator asks for (the plan already validated)."""
+
+    name: str
+    group: str
+    release: ReleaseRef
+    plan: Plan
+
+
+@dataclass(frozen=True)
+class CampaignView:
+    id: int
+    name: str
+    group: str
+    release_id: int
+    release_name: str
+    release_version: str
+    target: str
+    state: str
+    phase: int
+    phase_name: str
+    phases: int
+    phase_started_at: dt.datetime | None
+    reason: str | None
+    plan: dict[str, Any]
+    created_by: str
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    devices: int
+    eligible: int
+    counts: dict[str, int]
+
+
+@dataclass(frozen=True)
+class DeviceProgress:
+    serial: str
+    model: str
+    state: str
+    phase: int | None
+    from_version: str | None
+    assigned_at: dt.datetime | None
+    updated_at: dt.datetime
+    detail: str | None
+
+
+@dataclass(frozen=True)
+class CampaignProgress:
+    campaign: CampaignView
+    phases: list[PhaseProgress]
+    devices: list[DeviceProgress]
+    devices_total: int  # matching the filter, before paging
+
+
+@dataclass(frozen=True)
+class Report:
+    """``POST /device/v1/report`` (docs/fleet.md)."""
+
+    campaign: int | None
+    target: str
+    state: str
+    version: str | None = None
+    detail: str = ""
+
+
+# -- reading --------------------------------------------------------------------------
+
+
+def _campaign_query() -> Any:
+    return select(
+        campaigns,
+        device_groups.c.name.label("group_name"),
+        releases.c.name.label("release_name"),
+        releases.c.version.label("release_version"),
+        releases.c.target_path,
+    ).select_from(
+        campaigns.join(device_groups, device_groups.c.id == campaigns.c.group_id).join(
+            releases, releases.c.id == campaigns.c.release_id
+        )
+    )
+
+
+def campaign_members(
+    conn: Connection, campaign_id: int, waiting: frozenset[int] = frozenset()
+) -> list[Member]:
+    """Every device's place in the campaign, as :func:`.campaign.decide` takes it
+    (``waiting``: pending devices held by another campaign, from :func:`sync_members`)."""
+    rows = conn.execute(
+        select(cd.c.device_id, cd.c.state, cd.c.phase, cd.c.assigned_at, cd.c.updated_at).where(
+            cd.c.campaign_id == campaign_id
+        )
+    )
+    return [
+        Member(r.device_id, r.state, r.phase, r.assigned_at, r.updated_at, r.device_id in waiting)
+        for r in rows
+    ]
+
+
+def _view(row: Any, members: Sequence[Member]) -> CampaignView:
+    plan = Plan.from_text(row.plan)
+    return CampaignView(
+        id=row.id,
+        name=row.name,
+        group=row.group_name,
+        release_id=row.release_id,
+        release_name=row.release_name,
+        release_version=row.release_version,
+        target=row.target_path,
+        state=row.state,
+        phase=row.phase,
+        phase_name=phase_name(row.phase),
+        phases=plan.phases,
+        phase_started_at=row.phase_started_at,
+        reason=row.reason,
+        plan=plan.to_json(),
+        created_by=row.created_by,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        devices=len(members),
+        eligible=sum(1 for m in members if eligible(m)),
+        counts=dict(Counter(m.state for m in members)),
+    )
+
+
+def list_campaigns(
+    conn: Connection, *, state: str | None = None, group: str | None = None
+) -> list[CampaignView]:
+    """Campaigns, newest first, optionally only those in ``state`` or of ``group``."""
+    if state is not None and state not in CAMPAIGN_STATES:
+        raise InvalidRequest(f"state must be one of {', '.join(CAMPAIGN_STATES)}")
+    query = _campaign_query().order_by(campaigns.c.id.desc())
+    if state is not None:
+        query = query.where(campaigns.c.state == state)
+    if group is not None:
+        query = query.where(device_groups.c.name == group)
+    rows = conn.execute(query).all()
+    counts: dict[int, list[Member]] = {row.id: [] for row in rows}
+    if rows:
+        for r in conn.execute(
+            select(cd.c.campaign_id, cd.c.state, cd.c.phase, func.count().label("n"))
+            .where(cd.c.campaign_id.in_(list(counts)))
+            .group_by(cd.c.campaign_id, cd.c.state, cd.c.phase)
+        ):
+            counts[r.campaign_id].extend([Member(0, r.state, r.phase)] * int(r.n))
+    return [_view(row, counts[row.id]) for row in rows]
+
+
+def get_campaign(conn: Connection, campaign_id: int) -> CampaignView:
+    row = conn.execute(_campaign_query().where(campaigns.c.id == campaign_id)).first()
+    if row is None:
+        raise LookupError(f"no campaign {campaign_id}")
+    return _view(row, campaign_members(conn, campaign_id))
+
+
+def campaign_progress(
+    conn: Connection,
+    campaign_id: int,
+    *,
+    state: str | None = None,
+    limit: int = 500,
+    offset: int = 0,
+) -> CampaignProgress:
+    """The campaign, its phases with their devices by state, and its devices (ordered by
+    serial; optionally only those in ``state``; ``limit`` / ``offset`` page them)."""
+    if state is not None and state not in DEVICE_STATES:
+        raise InvalidRequest(f"device state must be one of {', '.join(DEVICE_STATES)}")
+    if not 0 <= limit <= MAX_DEVICES_PAGE or offset < 0:
+        raise InvalidRequest(f"limit must be 0 to {MAX_DEVICES_PAGE}, offset at least 0")
+    row = conn.execute(_campaign_query().where(campaigns.c.id == campaign_id)).first()
+    if row is None:
+        raise LookupError(f"no campaign {campaign_id}")
+    members = campaign_members(conn, campaign_id)
+    view = _view(row, members)
+    condition = cd.c.campaign_id == campaign_id
+    if state is not None:
+        condition = and_(condition, cd.c.state == state)
+    total = conn.execute(select(func.count()).select_from(cd).where(condition)).scalar_one()
+    rows = conn.execute(
+        select(
+            devices.c.serial,
+            devices.c.model,
+            cd.c.state,
+            cd.c.phase,
+            cd.c.from_version,
+            cd.c.assigned_at,
+            cd.c.updated_at,
+            cd.c.detail,
+        )
+        .select_from(cd.join(devices, devices.c.id == cd.c.device_id))
+        .where(condition)
+        .order_by(devices.c.serial)
+        .limit(limit)
+        .offset(offset)
+    )
+    return CampaignProgress(
+        view,
+        progress(Plan.from_text(row.plan), row.phase, row.state, members),
+        [DeviceProgress(*r) for r in rows],
+        int(total),
+    )
+
+
+# -- who takes part -------------------------------------------------------------------
+
+
+def release_by_ref(conn: Connection, ref: ReleaseRef) -> ReleaseInfo:
+    """The firmware release ``ref`` names: LookupError if there is none, InvalidRequest for
+    an app package, Conflict while it awaits signatures."""
+    ids = conn.execute(
+        select(releases.c.id).where(releases.c.name == ref.name, releases.c.version == ref.version)
+    ).scalars()
+    found = sorted(load_releases(conn, ids).values(), key=lambda r: r.install != "image")
+    if not found:
+        raise LookupError(f"no release {ref.name[:64]!r} version {ref.version[:64]!r}")
+    release = found[0]
+    if release.install != "image":
+        raise InvalidRequest(
+            f"{ref.name} {ref.version} is an app package; campaigns roll out firmware images",
+            hint="apps are rolled out through desired state (garrison desired set)",
+        )
+    if not release.published:
+        raise Conflict(
+            f"{ref.name} {ref.version} is not published yet",
+            hint="release managers must sign it up to the threshold first",
+        )
+    return release
+
+
+def _exclusion(model: str, status: str, release: ReleaseInfo, pinned: bool) -> str | None:
+    if status != "active":
+        return f"device is {status}"
+    if model not in release.hardware:
+        return f"hardware {model} is not in the release's list ({', '.join(release.hardware)})"
+    if pinned:
+        return "pinned by a device entry"
+    return None
+
+
+@dataclass(frozen=True)
+class Synced:
+    """What :func:`sync_members` changed, and which pending devices wait for another
+    campaign (they cannot be assigned yet)."""
+
+    changed: list[int]
+    waiting: frozenset[int]
+
+
+def sync_members(
+    conn: Connection, campaign_id: int, group_id: int, release: ReleaseInfo, now: dt.datetime
+) -> Synced:
+    """Bring the campaign's device list up to date with its group: new members join
+    (``pending``; ``excluded`` with the reason when of another hardware model, revoked or
+    pinned by a device entry; ``succeeded`` without a phase when already running the
+    release); pending and excluded rows are re-evaluated; devices that left the group
+    before being assigned are excluded. Rows that started are never touched.
+
+    A device in two groups with active campaigns belongs to the campaign where it started,
+    else to the older campaign: in the other it is ``pending``, *waiting* (detail "waiting
+    for campaign N") until that campaign ends."""
+    members = conn.execute(
+        select(devices.c.id, devices.c.model, devices.c.status, device_inventory.c.firmware)
+        .select_from(
+            group_members.join(devices, devices.c.id == group_members.c.device_id).outerjoin(
+                device_inventory, device_inventory.c.device_id == devices.c.id
+            )
+        )
+        .where(group_members.c.group_id == group_id)
+    ).all()
+    in_group = group_members.c.group_id == group_id
+    pinned = set(
+        conn.execute(
+            select(desired_state.c.scope_id)
+            .join(group_members, group_members.c.device_id == desired_state.c.scope_id)
+            .where(
+                in_group,
+                desired_state.c.scope == "device",
+                desired_state.c.firmware_release_id.is_not(None),
+            )
+        ).scalars()
+    )
+    other = cd.alias("other")
+    elsewhere: dict[int, int] = {}
+    for row in conn.execute(
+        select(other.c.device_id, other.c.campaign_id)
+        .join(campaigns, campaigns.c.id == other.c.campaign_id)
+        .join(group_members, group_members.c.device_id == other.c.device_id)
+        .where(
+            in_group,
+            campaigns.c.state.in_(ACTIVE),
+            other.c.campaign_id != campaign_id,
+            or_(
+                other.c.state.not_in((PENDING, EXCLUDED)),
+                and_(other.c.state == PENDING, other.c.campaign_id < campaign_id),
+            ),
+        )
+        .order_by(other.c.campaign_id)
+    ):
+        elsewhere.setdefault(row.device_id, row.campaign_id)
+    existing = {
+        r.device_id: (r.state, r.detail)
+        for r in conn.execute(
+            select(cd.c.device_id, cd.c.state, cd.c.detail).where(cd.c.campaign_id == campaign_id)
+        )
+    }
+    inserts: list[dict[str, Any]] = []
+    changes: list[dict[str, Any]] = []
+    for m in members:
+        why = _exclusion(m.model, m.status, release, m.id in pinned)
+        if why:
+            state, detail = EXCLUDED, why
+        elif m.firmware == release.version:
+            state, detail = SUCCEEDED, f"already running {release.version}"
+        elif m.id in elsewhere:
+            state, detail = PENDING, f"waiting for campaign {elsewhere[m.id]}"
+        else:
+            state, detail = PENDING, None
+        if m.id not in existing:
+            inserts.append(
+                {
+                    "campaign_id": campaign_id,
+                    "device_id": m.id,
+                    "phase": None,
+                    "state": state,
+                    "from_version": m.firmware,
+                    "assigned_at": None,
+                    "updated_at": now,
+                    "detail": detail,
+                }
+            )
+        elif existing[m.id][0] in (PENDING, EXCLUDED) and existing[m.id] != (state, detail):
+            changes.append({"d": m.id, "old": existing[m.id][0], "new": state, "why": detail})
+    present = {m.id for m in members}
+    for device_id, (state, detail) in existing.items():
+        if (
+            device_id not in present
+            and state in (PENDING, EXCLUDED)
+            and (state, detail) != (EXCLUDED, "left the group")
+        ):
+            changes.append({"d": device_id, "old": state, "new": EXCLUDED, "why": "left the group"})
+    if inserts:
+        conn.execute(cd.insert(), inserts)
+    if changes:
+        conn.execute(
+            update(cd)
+            .where(
+                cd.c.campaign_id == campaign_id,
+                cd.c.device_id == bindparam("d"),
+                cd.c.state == bindparam("old"),
+            )
+            .values(state=bindparam("new"), detail=bindparam("why"), updated_at=now),
+            changes,
+        )
+    for change in changes:
+        if change["new"] != PENDING:
+            add_history(
+                conn,
+                change["d"],
+                "campaign",
+                f"campaign {campaign_id}: {change['new']} ({change['why']})",
+                {"campaign": campaign_id, "state": change["new"], "detail": change["why"]},
+                now,
+            )
+    return Synced(
+        [r["device_id"] for r in inserts] + [c["d"] for c in changes],
+        frozenset(m.id for m in members if m.id in elsewhere),
+    )
+
+
+# -- operator actions -----------------------------------------------------------------
+
+
+def lock_campaign(conn: Connection, campaign_id: int, *, skip_locked: bool = False) -> Any:
+    """The campaign row, locked for this transaction (PostgreSQL; SQLite has one writer).
+    With ``skip_locked``, None when another transaction holds it; LookupError if unknown."""
+    row = conn.execute(
+        select(campaigns)
+        .where(campaigns.c.id == campaign_id)
+        .with_for_update(skip_locked=skip_locked)
+    ).first()
+    if row is None and not skip_locked:
+        raise LookupError(f"no campaign {campaign_id}")
+    return row
+
+
+def save_campaign(conn: Connection, row: Any, now: dt.datetime, **values: Any) -> None:
+    """Write ``values`` to the campaign read as ``row``, if nobody changed it since
+    (compare-and-set on ``revision``); :class:`CampaignChanged` otherwise."""
+    changed = conn.execute(
+        update(campaigns)
+        .where(campaigns.c.id == row.id, campaigns.c.revision == row.revision)
+        .values(**values, revision=row.revision + 1, updated_at=now)
+    ).rowcount
+    if changed != 1:
+        raise CampaignChanged(
+            f"campaign {row.id} changed while this request was processed", hint="try again"
+        )
+
+
+def unassign(conn: Connection, campaign_id: int, why: str, now: dt.datetime) -> list[int]:
+    """``assigned`` (not started) → ``pending``, keeping the phase they were counted in;
+    returns their ids and writes their history."""
+    back = list(
+        conn.execute(
+            update(cd)
+            .where(cd.c.campaign_id == campaign_id, cd.c.state == ASSIGNED)
+            .values(state=PENDING, updated_at=now, detail=why)
+            .returning(cd.c.device_id)
+        ).scalars()
+    )
+    for device_id in back:
+        add_history(
+            conn,
+            device_id,
+            "campaign",
+            f"campaign {campaign_id}: back to pending ({why})",
+            {"campaign": campaign_id, "state": PENDING},
+            now,
+        )
+    return back
+
+
+def campaign_device_ids(conn: Connection, campaign_id: int) -> list[int]:
+    return list(
+        conn.execute(select(cd.c.device_id).where(cd.c.campaign_id == campaign_id)).scalars()
+    )
+
+
+def refresh_group(conn: Connection, campaign_id: int, group_id: int, now: dt.datetime) -> None:
+    """Recompute the directives of the group's members and the campaign's devices: a change
+    of campaign state changes their firmware overlay and their poll interval."""
+    ids = set(campaign_device_ids(conn, campaign_id))
+    ids.update(
+        conn.execute(
+            select(group_members.c.device_id).where(group_members.c.group_id == group_id)
+        ).scalars()
+    )
+    recompute(conn, ids, now)
+
+
+def create_campaign(conn: Connection, spec: CampaignSpec, actor: str, now: dt.datetime) -> int:
+    """Start a campaign (``running``, canary phase). LookupError for an unknown group or
+    release; InvalidRequest for a bad name or an app release; Conflict when the release is
+    not published, the group already has an active campaign, or no member can take it."""
+    name = spec.name.strip()
+    if not 1 <= len(name) <= MAX_NAME or not name.isprintable():
+        raise InvalidRequest(f"a campaign name is 1 to {MAX_NAME} printable characters")
+    group = conn.execute(
+        select(device_groups.c.id, device_groups.c.name)
+        .where(device_groups.c.name == spec.group)
+        .with_for_update()  # one create at a time per group: at most one active campaign
+    ).first()
+    if group is None:
+        raise LookupError(f"no group named {spec.group[:64]!r}")
+    release = release_by_ref(conn, spec.release)
+    active = conn.execute(
+        select(campaigns.c.id, campaigns.c.state).where(
+            campaigns.c.group_id == group.id, campaigns.c.state.in_(ACTIVE)
+        )
+    ).first()
+    if active is not None:
+        raise Conflict(
+            f"group {group.name!r} already has campaign {active.id} ({active.state})",
+            hint="a group has one active campaign at a time: abort it or let it complete",
+        )
+    models = set(
+        conn.execute(
+            select(devices.c.model)
+            .join(group_members, group_members.c.device_id == devices.c.id)
+            .where(group_members.c.group_id == group.id, devices.c.status == "active")
+            .distinct()
+        ).scalars()
+    )
+    if not models & set(release.hardware):
+        raise Conflict(
+            f"no active member of group {group.name!r} has hardware the release is built for "
+            f"({', '.join(release.hardware)})",
+            hint=f"the group's hardware: {', '.join(sorted(models)) or 'none (empty group)'}",
+        )
+    campaign_id = int(
+        conn.execute(
+            campaigns.insert()
+            .values(
+                name=name,
+                group_id=group.id,
+                release_id=release.id,
+                plan=spec.plan.to_text(),
+                state=RUNNING,
+                phase=0,
+                phase_started_at=now,
+                reason=None,
+                revision=0,
+                created_by=actor,
+                created_at=now,
+                updated_at=now,
+            )
+            .returning(campaigns.c.id)
+        ).scalar_one()
+    )
+    sync_members(conn, campaign_id, group.id, release, now)
+    refresh_group(conn, campaign_id, group.id, now)
+    members = campaign_members(conn, campaign_id)
+    append_audit(
+        conn,
+        actor=actor,
+        action="campaign.create",
+        target=f"campaign:{campaign_id}",
+        outcome="ok",
+        now=now,
+        details={
+            "campaign": campaign_id,
+            "name": name,
+            "group": group.name,
+            "release": f"{release.name} {release.version}",
+            "plan": spec.plan.to_json(),
+            "devices": len(members),
+            "eligible": sum(1 for m in members if eligible(m)),
+        },
+    )
+    return campaign_id
+
+
+def pause_campaign(conn: Connection, campaign_id: int, actor: str, now: dt.datetime) -> None:
+    """running → paused; assigned devices go back to pending."""
+    row = lock_campaign(conn, campaign_id)
+    if row.state != RUNNING:
+        raise Conflict(
+            f"campaign {campaign_id} is {row.state}; only a running campaign can be paused"
+        )
+    back = unassign(conn, campaign_id, "campaign paused", now)
+    save_campaign(conn, row, now, state=PAUSED, reason=f"paused by {actor}"[:300])
+    refresh_group(conn, campaign_id, row.group_id, now)
+    _audit(conn, actor, "campaign.pause", campaign_id, now, {"back_to_pending": len(back)})
+
+
+def resume_campaign(conn: Connection, campaign_id: int, actor: str, now: dt.datetime) -> None:
+    """paused | halted → running. After a halt the phase's failure count restarts now: the
+    operator has looked at the failures that halted it."""
+    row = lock_campaign(conn, campaign_id)
+    if row.state not in (PAUSED, HALTED):
+        raise Conflict(
+            f"campaign {campaign_id} is {row.state}; only a paused or halted campaign "
+            "can be resumed"
+        )
+    values: dict[str, Any] = {"state": RUNNING, "reason": None}
+    if row.state == HALTED:
+        values["phase_started_at"] = now
+    save_campaign(conn, row, now, **values)
+    refresh_group(conn, campaign_id, row.group_id, now)
+    _audit(conn, actor, "campaign.resume", campaign_id, now, {"from": row.state})
+
+
+def abort_campaign(
+    conn: Connection, campaign_id: int, rollback: bool | None, actor: str, now: dt.datetime
+) -> list[str]:
+    """running | paused | halted → aborted. Assigned devices go back to pending; with
+    ``rollback`` (default: the plan's ``rollback_on_abort``) devices this campaign updated
+    are sent back (``reverting``) with a rollback command and put on update hold. Returns
+    the serials sent back."""
+    row = lock_campaign(conn, campaign_id)
+    if row.state not in ACTIVE:
+        raise Conflict(
+            f"campaign {campaign_id} is {row.state}; only a running, paused or halted "
+            "campaign can be aborted"
+        )
+    plan = Plan.from_text(row.plan)
+    rollback = plan.rollback_on_abort if rollback is None else rollback
+    back = unassign(conn, campaign_id, "campaign aborted", now)
+    serials: list[str] = []
+    if rollback:
+        serials = _revert(conn, campaign_id, actor, now)
+    recorded = Plan.from_json({**plan.to_json(), "rollback_on_abort": rollback})
+    save_campaign(
+        conn,
+        row,
+        now,
+        state=ABORTED,
+        reason=(f"aborted by {actor}" + (" with rollback" if rollback else ""))[:300],
+        plan=recorded.to_text(),
+    )
+    refresh_group(conn, campaign_id, row.group_id, now)
+    _audit(
+        conn,
+        actor,
+        "campaign.abort",
+        campaign_id,
+        now,
+        {"rollback": rollback, "reverting": len(serials), "back_to_pending": len(back)},
+    )
+    return serials
+
+
+def _revert(
+    conn: Connection,
+    campaign_id: int,
+    actor: str,
+    now: dt.datetime,
+    device_ids: Iterable[int] | None = None,
+) -> list[str]:
+    """Devices this campaign updated (``succeeded`` with a phase), active → ``reverting``,
+    with a rollback command each (:func:`garrison.updates.commands.request_rollback`)."""
+    query = (
+        select(cd.c.device_id, devices.c.serial)
+        .join(devices, devices.c.id == cd.c.device_id)
+        .where(
+            cd.c.campaign_id == campaign_id,
+            cd.c.state == SUCCEEDED,
+            cd.c.phase.is_not(None),
+            devices.c.status == "active",
+        )
+    )
+    if device_ids is not None:
+        query = query.where(cd.c.device_id.in_(list(device_ids)))
+    rows = conn.execute(query.order_by(devices.c.serial)).all()
+    if not rows:
+        return []
+    conn.execute(
+        update(cd)
+        .where(
+            cd.c.campaign_id == campaign_id,
+            cd.c.device_id.in_([r.device_id for r in rows]),
+            cd.c.state == SUCCEEDED,
+        )
+        .values(state=REVERTING, updated_at=now, detail="sent back: campaign aborted")
+    )
+    serials = request_rollback(conn, [r.serial for r in rows], None, actor, now)
+    for r in rows:
+        add_history(
+            conn,
+            r.device_id,
+            "campaign",
+            f"campaign {campaign_id}: sent back to the previous version (campaign aborted)",
+            {"campaign": campaign_id, "state": REVERTING},
+            now,
+        )
+    return serials
+
+
+def _audit(
+    conn: Connection,
+    actor: str,
+    action: str,
+    campaign_id: int,
+    now: dt.datetime,
+    details: dict[str, Any],
+) -> None:
+    append_audit(
+        conn,
+        actor=actor,
+        action=action,
+        target=f"campaign:{campaign_id}",
+        outcome="ok",
+        now=now,
+        details={"campaign": campaign_id, **details},
+    )
+
+
+# -- device reports -------------------------------------------------------------------
+
+
+def record_report(
+    conn: Connection, device: DeviceIdentity, report: Report, now: dt.datetime
+) -> str | None:
+    """Record what ``device`` reports; returns its campaign state after the report (None
+    for a report outside any campaign, which only goes to its history). Conflict (nothing
+    changed) for a campaign the device is not in, another release, or a transition the
+    state machine does not allow."""
+    detail = report.detail[:300]
+    if report.campaign is None:
+        add_history(
+            conn,
+            device.device_id,
+            "update",
+            f"{report.target}: {report.state}" + (f" ({detail})" if detail else ""),
+            {"target": report.target, "state": report.state, "version": report.version},
+            now,
+        )
+        return None
+    for _ in range(2):  # a concurrent change of the row: read again, decide again, once
+        place = conn.execute(
+            select(
+                cd.c.state,
+                cd.c.phase,
+                cd.c.assigned_at,
+                campaigns.c.state.label("campaign_state"),
+                campaigns.c.phase.label("campaign_phase"),
+                campaigns.c.plan,
+                releases.c.target_path,
+                releases.c.version,
+            )
+            .select_from(
+                cd.join(campaigns, campaigns.c.id == cd.c.campaign_id).join(
+                    releases, releases.c.id == campaigns.c.release_id
+                )
+            )
+            .where(cd.c.campaign_id == report.campaign, cd.c.device_id == device.device_id)
+        ).first()
+        if place is None:
+            raise Conflict(
+                f"device {device.serial} is not in campaign {report.campaign}",
+                hint="report the campaign named by the device's directive",
+            )
+        if report.target != place.target_path or report.version not in (None, place.version):
+            raise Conflict(
+                f"campaign {report.campaign} rolls out {place.target_path} "
+                f"({place.version}); this report is about {report.target[:120]} "
+                f"({(report.version or '?')[:40]})"
+            )
+        new = after_report(place.state, report.state, was_assigned=place.assigned_at is not None)
+        if new is None:
+            return str(place.state)
+        changed = conn.execute(
+            update(cd)
+            .where(
+                cd.c.campaign_id == report.campaign,
+                cd.c.device_id == device.device_id,
+                cd.c.state == place.state,
+            )
+            .values(
+                state=new,
+                updated_at=now,
+                detail=detail or None,
+                phase=place.phase if place.phase is not None else place.campaign_phase,
+            )
+        ).rowcount
+        if changed == 1:
+            break
+    else:
+        raise CampaignChanged(
+            f"device {device.serial}'s place in campaign {report.campaign} keeps changing",
+            hint="send the report again",
+        )
+    add_history(
+        conn,
+        device.device_id,
+        "campaign",
+        f"campaign {report.campaign}: {report.state} {place.version}"
+        + (f" ({detail})" if detail else ""),
+        {"campaign": report.campaign, "state": new, "reported": report.state, "detail": detail},
+        now,
+    )
+    final = new
+    if (
+        new == SUCCEEDED
+        and place.campaign_state == ABORTED
+        and Plan.from_text(place.plan).rollback_on_abort
+    ):
+        _revert(conn, report.campaign, "scheduler", now, [device.device_id])
+        final = REVERTING
+    if (place.state in OVERLAY_DEVICE_STATES) != (final in OVERLAY_DEVICE_STATES):
+        recompute(conn, [device.device_id], now)
+    return final
+
+
+# -- the update level -----------------------------------------------------------------
+
+
+def fleet_level(conn: Connection) -> list[GroupLevel]:
+    """The update level of every group (by name), each with its proof (see
+    :mod:`.level`). A group's target is the release of its active campaign, else its
+    desired firmware; device states come from the newest campaign of the group for that
+    release. Only active devices count (revoked ones are not in the fleet any more)."""
+    groups = conn.execute(
+        select(device_groups.c.id, device_groups.c.name).order_by(device_groups.c.name)
+    ).all()
+    active = {
+        r.group_id: (r.id, r.release_id)
+        for r in conn.execute(
+            select(campaigns.c.id, campaigns.c.group_id, campaigns.c.release_id).where(
+                campaigns.c.state.in_(ACTIVE)
+            )
+        )
+    }
+    desired = {
+        r.scope_id: r.firmware_release_id
+        for r in conn.execute(
+            select(desired_state.c.scope_id, desired_state.c.firmware_release_id).where(
+                desired_state.c.scope == "group", desired_state.c.firmware_release_id.is_not(None)
+            )
+        )
+    }
+    newest: dict[tuple[int, int], int] = {}
+    for r in conn.execute(select(campaigns.c.id, campaigns.c.group_id, campaigns.c.release_id)):
+        key = (r.group_id, r.release_id)
+        newest[key] = max(newest.get(key, 0), r.id)
+    targets: dict[int, tuple[int | None, int | None]] = {}
+    for g in groups:
+        if g.id in active:
+            targets[g.id] = (active[g.id][1], active[g.id][0])
+        elif g.id in desired:
+            targets[g.id] = (desired[g.id], newest.get((g.id, desired[g.id])))
+        else:
+            targets[g.id] = (None, None)
+    versions = {
+        r.id: r.version
+        for r in conn.execute(
+            select(releases.c.id, releases.c.version).where(
+                releases.c.id.in_([t for t, _ in targets.values() if t is not None])
+            )
+        )
+    }
+    chosen = [c for _, c in targets.values() if c is not None]
+    places: dict[tuple[int, int], tuple[str, dt.datetime]] = {}
+    if chosen:
+        for p in conn.execute(
+            select(cd.c.campaign_id, cd.c.device_id, cd.c.state, cd.c.updated_at).where(
+                cd.c.campaign_id.in_(chosen)
+            )
+        ):
+            places[(p.campaign_id, p.device_id)] = (p.state, p.updated_at)
+    by_group: dict[int, list[Any]] = {g.id: [] for g in groups}
+    for member in conn.execute(
+        select(
+            group_members.c.group_id,
+            devices.c.id,
+            devices.c.serial,
+            device_inventory.c.firmware,
+            device_inventory.c.slot_state,
+            device_inventory.c.reported_at,
+        )
+        .select_from(
+            group_members.join(devices, devices.c.id == group_members.c.device_id).outerjoin(
+                device_inventory, device_inventory.c.device_id == devices.c.id
+            )
+        )
+        .where(devices.c.status == "active")
+    ):
+        by_group[member.group_id].append(member)
+    levels = []
+    for g in groups:
+        release_id, campaign_id = targets[g.id]
+        facts = []
+        for r in by_group[g.id]:
+            place = places.get((campaign_id, r.id)) if campaign_id is not None else None
+            facts.append(
+                MemberFacts(
+                    r.serial,
+                    r.firmware,
+                    r.slot_state,
+                    r.reported_at,
+                    place[0] if place else None,
+                    place[1] if place else None,
+                )
+            )
+        target = versions.get(release_id) if release_id is not None else None
+        levels.append(group_level(g.name, target, campaign_id, facts))
+    return levels

@@ -1,0 +1,312 @@
+"""The rollout scheduler: every control-plane process runs one, about once a second.
+
+:func:`tick` advances every running campaign once: it brings the campaign's device list up
+to date with its group, asks the pure :func:`.campaign.decide` what to do, and applies it —
+assign pending devices, move to the next phase, halt past the failure threshold, complete
+(the release becomes the group's desired firmware). It also settles devices sent back by an
+abort (``reverting`` → ``reverted`` once their rollback command is done).
+
+Safe with several replicas on one database:
+
+* Each campaign is advanced in its own write transaction that first locks the campaign row
+  with ``SELECT … FOR UPDATE SKIP LOCKED`` (PostgreSQL): a campaign another replica is
+  advancing is skipped, never advanced twice at once. SQLite has one writer
+  (:meth:`Database.write`).
+* Devices are assigned with ``UPDATE … WHERE state = 'pending' RETURNING``: a device is
+  assigned once, and only the devices actually changed are recorded.
+* The campaign row is written with a compare-and-set on ``revision``; a lost race rolls the
+  whole step back (nothing half-applied) and the next tick tries again.
+* Automatic transitions (phase started, halted, completed) are audited as
+  ``system:scheduler``; device assignments go to the devices' history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, and_, select, update
+from sqlalchemy.exc import DBAPIError
+from starlette.concurrency import run_in_threadpool
+
+from garrison.clock import Clock
+from garrison.fleet.campaign import (
+    ASSIGNED,
+    COMPLETED,
+    FAILED,
+    HALTED,
+    PENDING,
+    REVERTED,
+    REVERTING,
+    RUNNING,
+    Plan,
+    decide,
+    phase_name,
+)
+from garrison.fleet.campaigns import (
+    CampaignChanged,
+    campaign_members,
+    lock_campaign,
+    refresh_group,
+    save_campaign,
+    sync_members,
+    unassign,
+)
+from garrison.fleet.desired_state import set_group_firmware
+from garrison.fleet.directives import load_releases, recompute
+from garrison.fleet.history import add_history
+from garrison.store.audit_log import AuditEntry, append_audit_many
+from garrison.store.database import Database
+from garrison.store.tables import campaign_devices, campaigns, device_commands, device_inventory
+from garrison.updates.commands import ROLLBACK
+
+log = logging.getLogger(__name__)
+
+ACTOR = "system:scheduler"
+TICK_SECONDS = 1.0
+TICK_JITTER_SECONDS = 0.2
+CHUNK = 500
+
+cd = campaign_devices
+
+
+@dataclass
+class Step:
+    """What advancing one campaign did."""
+
+    campaign: int
+    state: str
+    phase: int
+    assigned: list[int] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
+    settled: int = 0
+
+
+@dataclass
+class TickReport:
+    steps: list[Step] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)  # locked by another replica
+    retry: list[int] = field(default_factory=list)  # lost a race; tried again next tick
+
+    @property
+    def assigned(self) -> int:
+        return sum(len(s.assigned) for s in self.steps)
+
+
+def _assign(
+    conn: Connection, campaign_id: int, phase: int, ids: tuple[int, ...], now: dt.datetime
+) -> list[int]:
+    """pending → assigned for ``ids`` (those still pending), recording the firmware they
+    run now as ``from_version``; returns the ids actually assigned."""
+    done: list[int] = []
+    firmware = (
+        select(device_inventory.c.firmware)
+        .where(device_inventory.c.device_id == cd.c.device_id)
+        .scalar_subquery()
+    )
+    for start in range(0, len(ids), CHUNK):
+        chunk = list(ids[start : start + CHUNK])
+        done.extend(
+            conn.execute(
+                update(cd)
+                .where(
+                    cd.c.campaign_id == campaign_id,
+                    cd.c.device_id.in_(chunk),
+                    cd.c.state == PENDING,
+                )
+                .values(
+                    state=ASSIGNED,
+                    phase=phase,
+                    assigned_at=now,
+                    updated_at=now,
+                    detail=None,
+                    from_version=firmware,
+                )
+                .returning(cd.c.device_id)
+            ).scalars()
+        )
+    return done
+
+
+def settle_reverts(conn: Connection, campaign_id: int, now: dt.datetime) -> int:
+    """``reverting`` devices whose rollback command is done since they were sent back:
+    ``reverted`` when the device committed the previous version, else ``failed``."""
+    rows = conn.execute(
+        select(
+            cd.c.device_id,
+            device_commands.c.outcome,
+            device_commands.c.detail,
+            device_commands.c.done_at,
+        )
+        .join(
+            device_commands,
+            and_(
+                device_commands.c.device_id == cd.c.device_id,
+                device_commands.c.action == ROLLBACK,
+                device_commands.c.done_at.is_not(None),
+                device_commands.c.done_at >= cd.c.updated_at,
+            ),
+        )
+        .where(cd.c.campaign_id == campaign_id, cd.c.state == REVERTING)
+        .order_by(device_commands.c.done_at)
+    ).all()
+    outcome = {r.device_id: (r.outcome, r.detail) for r in rows}  # the latest stays
+    settled = []
+    for device_id, (result, detail) in sorted(outcome.items()):
+        state = REVERTED if result == "committed" else FAILED
+        why = "back on the previous version" if state == REVERTED else f"rollback {result}"
+        changed = conn.execute(
+            update(cd)
+            .where(
+                cd.c.campaign_id == campaign_id,
+                cd.c.device_id == device_id,
+                cd.c.state == REVERTING,
+            )
+            .values(state=state, updated_at=now, detail=f"{why}: {detail or ''}"[:300])
+        ).rowcount
+        if changed == 1:
+            settled.append(device_id)
+            add_history(
+                conn,
+                device_id,
+                "campaign",
+                f"campaign {campaign_id}: {state} ({why})",
+                {"campaign": campaign_id, "state": state, "command_outcome": result},
+                now,
+            )
+    if settled:
+        recompute(conn, settled, now)
+    return len(settled)
+
+
+def advance_campaign(conn: Connection, campaign_id: int, now: dt.datetime) -> Step | None:
+    """One scheduler step for one campaign, inside the caller's write transaction. None
+    when another replica holds the campaign right now."""
+    row = lock_campaign(conn, campaign_id, skip_locked=True)
+    if row is None:
+        return None
+    step = Step(campaign_id, row.state, row.phase, settled=settle_reverts(conn, campaign_id, now))
+    if row.state != RUNNING:
+        return step
+    release = load_releases(conn, [row.release_id])[row.release_id]
+    synced = sync_members(conn, campaign_id, row.group_id, release, now)
+    members = campaign_members(conn, campaign_id, synced.waiting)
+    decision = decide(Plan.from_text(row.plan), row.phase, row.phase_started_at, members, now)
+    step.assigned = _assign(conn, campaign_id, decision.phase, decision.assign, now)
+    for device_id in step.assigned:
+        add_history(
+            conn,
+            device_id,
+            "campaign",
+            f"campaign {campaign_id} ({phase_name(decision.phase)}): assigned {release.version}",
+            {"campaign": campaign_id, "state": ASSIGNED, "phase": decision.phase},
+            now,
+        )
+    values: dict[str, Any] = {}
+    if decision.changes_campaign(row.state, row.phase):
+        values.update(state=decision.state, phase=decision.phase)
+        values["phase_started_at"] = decision.phase_started_at
+    if decision.state == HALTED:
+        unassign(conn, campaign_id, "campaign halted", now)
+        values["reason"] = (decision.reason or "failure threshold exceeded")[:300]
+    if values:
+        save_campaign(conn, row, now, **values)
+    if decision.state == COMPLETED:
+        set_group_firmware(conn, row.group_id, row.release_id, ACTOR, now)
+    if decision.state != row.state:
+        refresh_group(conn, campaign_id, row.group_id, now)
+    else:
+        recompute(conn, [*step.assigned, *synced.changed], now)
+    step.state, step.phase, step.events = decision.state, decision.phase, list(decision.events)
+    if decision.events:
+        last = len(decision.events) - 1
+        final = {HALTED: "campaign.halt", COMPLETED: "campaign.complete"}.get(decision.state)
+        entries = []
+        for index, event in enumerate(decision.events):
+            details: dict[str, Any] = {"campaign": campaign_id, "event": event}
+            if index == last and decision.state == COMPLETED:
+                details["group_firmware"] = f"{release.name} {release.version}"
+            action = final if final and index == last else "campaign.phase"
+            entries.append(AuditEntry(ACTOR, action, f"campaign:{campaign_id}", "ok", details))
+        append_audit_many(conn, entries, now)
+    return step
+
+
+def due_campaigns(conn: Connection) -> list[int]:
+    """Campaigns a tick looks at: running ones, and any with devices being sent back."""
+    running = set(
+        conn.execute(select(campaigns.c.id).where(campaigns.c.state == RUNNING)).scalars()
+    )
+    running.update(
+        conn.execute(select(cd.c.campaign_id).where(cd.c.state == REVERTING).distinct()).scalars()
+    )
+    return sorted(running)
+
+
+def tick(database: Database, now: dt.datetime) -> TickReport:
+    """Advance every due campaign once, each in its own transaction. A campaign that loses a
+    race (another replica wrote it, a deadlock) is rolled back and left to the next tick."""
+    report = TickReport()
+    with database.read() as conn:
+        due = due_campaigns(conn)
+    for campaign_id in due:
+        try:
+            with database.write() as conn:
+                step = advance_campaign(conn, campaign_id, now)
+        except (CampaignChanged, DBAPIError) as exc:
+            log.warning("campaign %s: step rolled back, retried next tick: %s", campaign_id, exc)
+            report.retry.append(campaign_id)
+            continue
+        if step is None:
+            report.skipped.append(campaign_id)
+        else:
+            report.steps.append(step)
+    return report
+
+
+class Scheduler:
+    """The background loop of one control-plane process: :func:`tick` every
+    :data:`TICK_SECONDS` (± a small jitter, so replicas drift apart), until stopped."""
+
+    def __init__(
+        self,
+        database: Database,
+        clock: Clock,
+        interval: float = TICK_SECONDS,
+        jitter: float = TICK_JITTER_SECONDS,
+    ) -> None:
+        self._database = database
+        self._clock = clock
+        self._interval = interval
+        self._jitter = jitter
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="campaign-scheduler")
+
+    async def stop(self) -> None:
+        """Stop after the tick in progress (if any) ends."""
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    def _tick(self) -> None:
+        try:
+            tick(self._database, self._clock())
+        except Exception:  # the loop outlives a bad tick; the error is logged
+            log.exception("campaign scheduler tick failed")
+
+    async def _run(self) -> None:
+        while not self._stop.is_set():
+            await run_in_threadpool(self._tick)
+            delay = self._interval + random.uniform(-self._jitter, self._jitter)  # noqa: S311
+            with contextlib.suppress(TimeoutError):  # the usual case: no stop during the wait
+                await asyncio.wait_for(self._stop.wait(), timeout=max(0.05, delay))
