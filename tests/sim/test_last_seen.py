@@ -101,3 +101,44 @@ def test_the_thread_flushes_within_the_interval(fleet: RunningFleet) -> None:
 def test_interval_must_be_positive(fleet: RunningFleet) -> None:
     with pytest.raises(ValueError, match="positive"):
         LastSeen(fleet.database, interval=0)
+
+
+def test_a_served_fleet_writes_last_seen_of_polls_by_its_shutdown(fleet: RunningFleet) -> None:
+    """Polls (the route's 200, then the fast path's 304s) are written at the latest when
+    the control plane stops, though the flush interval has not passed."""
+    import asyncio
+    import json
+
+    from garrison.server.device_fast import DIRECTIVE_PATH
+    from garrison.sim.http import HttpConnection
+    from garrison.sim.identity import device_context, enroll_many
+    from tests.conftest import create_batch, make_officer
+
+    started = dt.datetime.now(dt.UTC)
+    with fleet.serve():
+        officer = make_officer(fleet)
+        batch = create_batch(fleet, officer, serials=["LS-POLL"])
+        tokens = [(t["serial"], t["token"]) for t in batch["tokens"]]  # type: ignore[attr-defined, union-attr]
+
+        async def poll() -> list[int]:
+            (device,) = await enroll_many(
+                "127.0.0.1", fleet.port, fleet.root_ca, tokens, fleet.fleet.paths.root / "sim"
+            )
+            conn = await HttpConnection.open(
+                "127.0.0.1", fleet.port, device_context(fleet.root_ca, device)
+            )
+            first = await conn.request("GET", DIRECTIVE_PATH)
+            etag = json.loads(first.body)["etag"]
+            statuses = [first.status]
+            for _ in range(3):
+                again = await conn.request("GET", DIRECTIVE_PATH, {"If-None-Match": f'"{etag}"'})
+                statuses.append(again.status)
+            conn.close()
+            return statuses
+
+        assert asyncio.run(poll()) == [200, 304, 304, 304]
+    with fleet.database.read() as conn:
+        last = conn.execute(
+            select(devices.c.last_seen_at).where(devices.c.serial == "LS-POLL")
+        ).scalar_one()
+    assert last is not None and last >= started

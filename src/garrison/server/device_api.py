@@ -90,6 +90,7 @@ async def directive(request: Request, device: CurrentDevice, cp: Plane) -> Respo
     """What this device must run. With ``If-None-Match: "<etag>"`` an unchanged directive is
     a ``304`` with no body. Reading it writes nothing (but the first poll of a device)."""
     found = await run_in_threadpool(current_directive, cp.database, device.device_id, cp.now())
+    cp.last_seen.record(device.device_id, cp.now())  # written in batches (fleet/last_seen.py)
     headers = {
         "ETag": f'"{found.etag}"',
         "Garrison-Poll": f"{found.poll_seconds};jitter={found.jitter_seconds}",

@@ -2,9 +2,9 @@
 
 Most device requests are ``GET /device/v1/directive`` with ``If-None-Match`` naming the
 directive the device already holds; almost all of them end in ``304 Not Modified``.
-:func:`serve_not_modified` answers exactly those, before routing, middleware and dependency
-solving, from one prepared query: the client certificate joined with its device and the
-device's stored directive.
+:meth:`NotModifiedPath.serve` answers exactly those, before routing, middleware and
+dependency solving, from one prepared query: the client certificate joined with its device
+and the device's stored directive.
 
 Guarantees:
 
@@ -15,11 +15,12 @@ Guarantees:
 * The fast path answers only a request it is certain of: a ``GET`` with a client
   certificate that authenticates, a single (strong or weak) entity tag in ``If-None-Match``,
   and a stored directive with exactly that ETag. It then sends the same ``304`` as the
-  FastAPI route (``ETag`` and ``Garrison-Poll`` headers, no body) and records the device as
-  seen (:mod:`garrison.fleet.last_seen`). Anything else — no or another ETag, ``*`` or a
-  list, no directive yet, any refusal — returns ``False`` without sending anything, and the
-  FastAPI route serves the request with all of its checks, answers and audited refusals.
-* It never writes to the database.
+  FastAPI route (``ETag``, ``Garrison-Poll`` and ``Cache-Control`` headers, no body) and
+  records the device as seen (:mod:`garrison.fleet.last_seen`). Anything else — no or
+  another ETag, ``*`` or a list, no directive yet, any refusal, a database error — returns
+  ``False`` having sent nothing, and the FastAPI route serves the request with all of its
+  checks, answers and audited refusals.
+* It never writes to the database itself (last-seen times are written in batches).
 """
 
 from __future__ import annotations
@@ -190,7 +191,11 @@ class NotModifiedPath:
             {
                 "type": "http.response.start",
                 "status": 304,
-                "headers": [(b"etag", b'"' + etag.encode() + b'"'), (b"garrison-poll", poll)],
+                "headers": [
+                    (b"etag", b'"' + etag.encode() + b'"'),
+                    (b"garrison-poll", poll),
+                    (b"cache-control", b"no-cache"),
+                ],
             }
         )
         await send({"type": "http.response.body", "body": b""})
