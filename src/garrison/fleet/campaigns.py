@@ -317,6 +317,13 @@ def release_by_ref(conn: Connection, ref: ReleaseRef) -> ReleaseInfo:
     return release
 
 
+def campaign_releases(conn: Connection) -> list[ReleaseInfo]:
+    """Releases a campaign can roll out: published firmware images, newest first."""
+    ids = conn.execute(select(releases.c.id).where(releases.c.state == "published")).scalars()
+    found = [r for r in load_releases(conn, ids).values() if r.install == "image"]
+    return sorted(found, key=lambda r: r.id, reverse=True)
+
+
 def _exclusion(model: str, status: str, release: ReleaseInfo, pinned: bool) -> str | None:
     if status != "active":
         return f"device is {status}"

@@ -15,6 +15,7 @@ from starlette.types import Message, Receive, Scope, Send
 from garrison import __version__
 from garrison.clock import Clock, utc_now
 from garrison.errors import GarrisonError
+from garrison.fleet.scheduler import Scheduler
 from garrison.identity.enrollment import EnrollmentService
 from garrison.identity.fleet import Fleet
 from garrison.server import (
@@ -100,8 +101,13 @@ def create_app(fleet: Fleet, database: Database, clock: Clock = utc_now) -> Fast
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        enrollment.close()  # stop this app's enrollment writer thread
+        scheduler = Scheduler(database, clock)  # every replica runs one; see fleet.scheduler
+        scheduler.start()
+        try:
+            yield
+        finally:
+            await scheduler.stop()  # after the tick in progress, if any
+            enrollment.close()  # stop this app's enrollment writer thread
 
     app = ControlPlaneApp(
         title="Garrison control plane",
