@@ -80,7 +80,9 @@ class Agent:
 
     ``rng`` draws the jitter of the poll interval; ``uptime`` reports the device's uptime
     (default: the host's, :func:`.inventory.host_uptime`); ``checkpoint`` is handed to the
-    installers so tests can cut the power at each step.
+    installers so tests can cut the power at each step. ``transport`` replaces the network
+    under the device channel (tests that play a hostile control plane); without it every
+    request goes over mutual TLS pinned to the fleet root.
     """
 
     def __init__(
@@ -92,8 +94,10 @@ class Agent:
         rng: random.Random | None = None,
         uptime: Callable[[], int] = host_uptime,
         checkpoint: Checkpoint = no_checkpoint,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.state = state
+        self.transport = transport
         self.clock = clock
         self.timeout = timeout
         self.rng = rng if rng is not None else random.SystemRandom()
@@ -132,6 +136,10 @@ class Agent:
     # -- the channel -------------------------------------------------------------------
 
     def _client(self, config: AgentConfig, identity: Identity | None = None) -> httpx.Client:
+        if self.transport is not None:
+            return httpx.Client(
+                base_url=config.server_url, transport=self.transport, timeout=self.timeout
+            )
         return device_client(self.state, config, identity, timeout=self.timeout)
 
     def _updates(self, config: AgentConfig) -> UpdateState | None:
