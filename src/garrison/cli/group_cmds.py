@@ -123,7 +123,7 @@ def group_delete(
     name: str, data_dir: DataDir = None, server: ServerUrl = None, token: Token = None
 ) -> None:
     """Delete a group and its desired state (refused while a campaign targets it)."""
-    api_call(data_dir, server, token, "DELETE", _path("groups", name))
+    api_call(data_dir, server, token, "DELETE", _path("groups", name), raw=True)
     console.print(f"group {name} deleted")
 
 
@@ -321,7 +321,7 @@ def desired_clear(
     token: Token = None,
 ) -> None:
     """Remove the desired state of a group or device."""
-    api_call(data_dir, server, token, "DELETE", _scope(group, device))
+    api_call(data_dir, server, token, "DELETE", _scope(group, device), raw=True)
     console.print("desired state cleared")
 
 
