@@ -1,6 +1,6 @@
 """The pure decisions of the update client and the control plane: reading a release's
 declaration, hardware match, anti-rollback floor, install type, whether the image already
-runs, which release to offer, and when an offline bundle's metadata is judged."""
+runs, and when an offline bundle's metadata is judged."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from garrison.updates import bootenv
 from garrison.updates.bootenv import DowngradeRefused, SlotInfo
 from garrison.updates.bundle import BundleInvalid, bundle_reference_time
 from garrison.updates.eligibility import (
-    Candidate,
     Declaration,
     DeclarationInvalid,
     NotForThisDevice,
@@ -21,7 +20,6 @@ from garrison.updates.eligibility import (
     check_floor,
     check_hardware,
     check_install_type,
-    choose_release,
     declaration,
     plan_image,
 )
@@ -104,21 +102,6 @@ def test_plan_image() -> None:
     env = bootenv.reject(env, "unhealthy")
     with pytest.raises(PreviouslyRejected, match=r"version 2\.0 was rejected"):
         plan_image(env, "b" * 64)
-
-
-def test_choose_the_newest_release_for_the_hardware() -> None:
-    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    candidates = [
-        Candidate("fw/1/a", ("gw-2",), t0, 1),
-        Candidate("fw/3/a", ("gw-2", "gw-3"), t0 + dt.timedelta(hours=2), 3),
-        Candidate("fw/2/a", ("gw-2",), t0 + dt.timedelta(hours=1), 2),
-        Candidate("fw/4/a", ("gw-4",), t0 + dt.timedelta(hours=3), 4),
-        Candidate("fw/5/a", ("gw-2",), t0 + dt.timedelta(hours=2), 5),  # same time, later id
-    ]
-    assert choose_release(candidates, "gw-2") == "fw/5/a"
-    assert choose_release(candidates, "gw-3") == "fw/3/a"
-    assert choose_release(candidates, "gw-9") is None
-    assert choose_release([], "gw-2") is None
 
 
 def test_bundle_reference_time() -> None:

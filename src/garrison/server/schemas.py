@@ -141,17 +141,6 @@ class ReleasePublic(Strict):
     custom: dict[str, object]
 
 
-class CheckIn(Strict):
-    agent_version: str = Field(default="", max_length=64)
-
-
-class CheckInResult(Strict):
-    serial: str
-    certificate: str
-    server_time: dt.datetime
-    poll_seconds: int
-
-
 class UpdateOffer(Strict):
     target: str = Field(description="TUF target path of the release to install")
 

@@ -1,4 +1,5 @@
-"""Whether a signed release fits a device, and which release to offer a device.
+"""Whether a signed release fits a device (which release a device is offered is its
+directive's business: :mod:`garrison.fleet.directives`).
 
 Pure functions over data: a release's declaration (the ``custom.garrison`` of its signed
 TUF target), the device's hardware model, its anti-rollback floor and its boot
@@ -19,9 +20,8 @@ Exception tree::
 
 from __future__ import annotations
 
-import datetime as dt
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -164,24 +164,3 @@ def plan_image(env: BootEnv, sha256: str) -> Literal["install", "current"]:
                 hint="publish a fixed release; the device does not retry a rejected image",
             )
     return "install"
-
-
-# --- which release the control plane offers --------------------------------------------
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A published release as the control plane knows it."""
-
-    target_path: str
-    hardware: tuple[str, ...]
-    published_at: dt.datetime
-    release_id: int
-
-
-def choose_release(candidates: Iterable[Candidate], model: str) -> str | None:
-    """The newest published release (by publication, then id) for hardware ``model``."""
-    fitting = [c for c in candidates if model in c.hardware]
-    if not fitting:
-        return None
-    return max(fitting, key=lambda c: (c.published_at, c.release_id)).target_path
