@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from garrison.sim.identity import SimIdentity, enroll_many
+from garrison.sim.scenario import Scenario
 from tests.server.conftest import SharedFleet, shared_fleet
 
 
@@ -43,3 +44,14 @@ def sim_fleet(
     directory = tmp_path_factory.mktemp(f"sim-{request.param}")
     with shared_fleet(request.param, directory) as shared:
         yield SimFleet(shared, directory)
+
+
+@pytest.fixture(scope="module")
+def scenario(sim_fleet: SimFleet) -> Scenario:
+    """The admin-API scenario on the module's fleet, with firmware ``fw`` 2.0.0 for gw-1
+    published by a throwaway release manager."""
+    served = sim_fleet.shared.served
+    made = Scenario(served.url, served.root_ca, served.admin_token)
+    made.release_managers(served.fleet, served.database)
+    made.publish("fw", "2.0.0", ["gw-1"])
+    return made
