@@ -141,7 +141,7 @@ class DeviceState:
             event = f"health check failed on {other}: back to {self.firmware} on {self.slot}"
             self.rollbacks += 1
             self.failures = [
-                *[f for f in self.failures if not f.matches(firmware.target, firmware.campaign)],
+                *[f for f in self.failures if f.target != firmware.target],
                 Failure(firmware.target, firmware.campaign, firmware.version, outcome, event, now),
             ]
         self.last_event = event
