@@ -558,3 +558,39 @@ def test_history_is_clamped_and_another_identity_is_refused(db: Database) -> Non
             record_inventory(
                 conn, a, "A", "gw-1", parse_inventory({"serial": serial, "hardware": model}), NOW
             )
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_concurrent_changes_to_one_device_both_reach_its_directive(db: Database) -> None:
+    """Two transactions change different inputs of one device at once (PostgreSQL; SQLite
+    has one writer): the second waits for the first's lock on the device, so its directive
+    has both changes — neither transaction stores a directive computed from stale state."""
+    import threading
+
+    with db.write() as conn:
+        a = add_device(conn, "A")
+        static(conn, "g", "A")
+        add_release(conn, "fw", "1.0")
+        add_release(conn, "modbus", "1.0", install="app")
+        set_desired(conn, "group", "g", DesiredSpec(ReleaseRef("fw", "1.0")), ACTOR, NOW)
+    second_done = threading.Event()
+
+    def hold() -> None:
+        with db.write() as conn:
+            request_rollback(conn, ["A"], None, ACTOR, NOW)
+        second_done.set()
+
+    with db.write() as conn:
+        spec = DesiredSpec(ReleaseRef("fw", "1.0"), [AppSpec("modbus", "1.0")])
+        set_desired(conn, "group", "g", spec, ACTOR, NOW)
+        second = threading.Thread(target=hold)
+        second.start()
+        assert not second_done.wait(1.0)  # blocked on the device's row
+    second.join(30)
+    assert second_done.is_set()
+    with db.read() as conn:
+        found = stored_directive(conn, a)
+        assert found is not None
+        assert found == compute(conn, [a])[a]
+    assert found.document["firmware"] is None  # the hold (second)
+    assert [app["name"] for app in found.document["apps"]] == ["modbus"]  # the apps (first)

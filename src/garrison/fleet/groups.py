@@ -232,7 +232,8 @@ def update_group(
     conn.execute(update(device_groups).where(device_groups.c.id == group.id).values(**values))
     if "filter" in change.given:
         refresh_group(conn, group.id, now)  # recomputes whoever joined or left
-    recompute(conn, _member_ids(conn, group.id), now)
+    if change.given & {"priority", "window"}:  # both are inputs of every member's directive
+        recompute(conn, _member_ids(conn, group.id), now)
     view = get_group(conn, name)
     append_audit(
         conn,

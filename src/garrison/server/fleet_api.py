@@ -14,13 +14,14 @@ from garrison.fleet import desired_state, groups
 from garrison.fleet.desired_state import AppSpec, DesiredSpec, DesiredView, ReleaseRef, Scope
 from garrison.fleet.device_views import device_detail, device_id_of, list_fleet_devices
 from garrison.fleet.history import read_history
+from garrison.identity.principals import Principal
 from garrison.server import fleet_schemas as fs
-from garrison.server.context import DeviceReader, FleetManager, Plane
+from garrison.server.context import ControlPlane, DeviceReader, FleetManager, Plane
 
 router = APIRouter(prefix="/api/v1", tags=["fleet"])
 
 
-def _actor(principal: Any) -> str:
+def _actor(principal: Principal) -> str:
     return f"principal:{principal.name}"
 
 
@@ -223,7 +224,7 @@ def _spec(body: fs.DesiredUpdate) -> DesiredSpec:
     return DesiredSpec(firmware, apps)
 
 
-async def _get_desired(cp: Any, scope: Scope, name: str) -> fs.DesiredPublic:
+async def _get_desired(cp: ControlPlane, scope: Scope, name: str) -> fs.DesiredPublic:
     def run() -> DesiredView | None:
         with cp.database.read() as conn:
             return desired_state.get_desired(conn, scope, name)
@@ -237,7 +238,7 @@ async def _get_desired(cp: Any, scope: Scope, name: str) -> fs.DesiredPublic:
 
 
 async def _put_desired(
-    cp: Any, scope: Scope, name: str, body: fs.DesiredUpdate, principal: Any
+    cp: ControlPlane, scope: Scope, name: str, body: fs.DesiredUpdate, principal: Principal
 ) -> fs.DesiredPublic:
     spec = _spec(body)
 
@@ -250,7 +251,9 @@ async def _put_desired(
     return result
 
 
-async def _delete_desired(cp: Any, scope: Scope, name: str, principal: Any) -> Response:
+async def _delete_desired(
+    cp: ControlPlane, scope: Scope, name: str, principal: Principal
+) -> Response:
     def run() -> None:
         with cp.database.write() as conn:
             desired_state.clear_desired(conn, scope, name, _actor(principal), cp.now())
