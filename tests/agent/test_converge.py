@@ -130,23 +130,29 @@ def test_a_window_with_nothing_to_install_does_not_wait() -> None:
 def test_a_target_that_rolled_back_here_is_held_not_retried() -> None:
     before = failure(FW.target, FW.campaign)
     result = plan(directive(firmware=FW), facts(failures=(before,)), NOW)
-    assert result.steps == (Hold(before),)
+    assert result.steps == (Hold(before, FW.campaign),)
     assert result.idle  # nothing to do until the directive changes
     assert "not retrying firmware/gw-2.1.0.img: rolled-back here" in result.describe()[0]
 
 
 @pytest.mark.parametrize(
-    "changed",
+    "again",
     [
         FirmwareEntry(FW.target, FW.version, 4),  # a new campaign
         FirmwareEntry(FW.target, FW.version, None),  # desired state alone
-        FirmwareEntry("firmware/gw-2.1.1.img", "2.1.1", 3),  # another target
     ],
 )
-def test_a_changed_directive_is_tried_again(changed: FirmwareEntry) -> None:
+def test_the_same_target_named_again_is_held_with_the_new_campaign(again: FirmwareEntry) -> None:
     before = failure(FW.target, FW.campaign)
-    result = plan(directive(firmware=changed), facts(failures=(before,)), NOW)
-    assert result.steps == (DownloadFirmware(changed), InstallFirmware(changed))
+    result = plan(directive(firmware=again), facts(failures=(before,)), NOW)
+    assert result.steps == (Hold(before, again.campaign),)
+
+
+def test_another_target_is_tried() -> None:
+    before = failure(FW.target, FW.campaign)
+    fixed = FirmwareEntry("firmware/gw-2.1.1.img", "2.1.1", 3)
+    result = plan(directive(firmware=fixed), facts(failures=(before,)), NOW)
+    assert result.steps == (DownloadFirmware(fixed), InstallFirmware(fixed))
 
 
 def test_a_failure_does_not_matter_once_the_version_runs() -> None:

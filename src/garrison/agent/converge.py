@@ -5,12 +5,14 @@ plan out. No I/O and no clock: the agent (:mod:`.executor`) gathers the facts, c
 The rules, in the order the steps come:
 
 1. **Firmware.** When the directive names a firmware whose version is not the one running:
-   a target that already failed here (rolled back after its trial, or refused for good)
-   under the same directive entry — same target *and* same campaign — is never retried: the
-   plan holds it (:class:`Hold`) and the failure stays reported. A new campaign or another
-   target is a changed directive and is tried again. Otherwise the artifact is downloaded
-   (unless a verified copy is already held) and, only while the maintenance window is open,
-   installed (an A/B install: switch, boot, health checks, commit or roll back).
+   a target that already failed here (rolled back after its trial, or refused for good) is
+   never retried, whichever campaign or desired state names it again: the plan holds it
+   (:class:`Hold`), and a campaign other than the one it failed in is told ``failed``
+   instead (the device would refuse the image anyway: its slot is marked bad). Only a
+   changed directive — another target, e.g. a fixed release — is tried. Otherwise the
+   artifact is downloaded (unless a verified copy is already held) and, only while the
+   maintenance window is open, installed (an A/B install: switch, boot, health checks,
+   commit or roll back).
 2. **Apps**, only when the directive manages them (``apps`` is a list): every installed
    app the directive does not name is removed; every named app that does not run in its
    version is downloaded and (window open) installed, unless that target already failed
@@ -56,8 +58,8 @@ class Failure:
     event: str
     at: dt.datetime
 
-    def matches(self, target: str, campaign: int | None) -> bool:
-        return self.target == target and self.campaign == campaign
+    def matches(self, target: str) -> bool:
+        return self.target == target
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,8 @@ class Facts:
     downloaded: frozenset[str] = frozenset()
     failures: tuple[Failure, ...] = ()
 
-    def failure(self, target: str, campaign: int | None) -> Failure | None:
-        return next((f for f in self.failures if f.matches(target, campaign)), None)
+    def failure(self, target: str) -> Failure | None:
+        return next((f for f in self.failures if f.matches(target)), None)
 
 
 # -- the steps --------------------------------------------------------------------------
@@ -114,9 +116,11 @@ class RemoveApp:
 
 @dataclass(frozen=True)
 class Hold:
-    """A target this device does not try again: it failed here under this directive."""
+    """A target this device does not try again: it failed here. ``campaign`` is the
+    directive's campaign naming it now (told ``failed`` if it is not the one it failed in)."""
 
     failure: Failure
+    campaign: int | None = None
 
 
 @dataclass(frozen=True)
@@ -176,9 +180,9 @@ def plan(directive: Directive, facts: Facts, now: dt.datetime) -> Plan:
 
     firmware = directive.firmware
     if firmware is not None and firmware.version != facts.firmware:
-        failure = facts.failure(firmware.target, firmware.campaign)
+        failure = facts.failure(firmware.target)
         if failure is not None:
-            steps.append(Hold(failure))
+            steps.append(Hold(failure, firmware.campaign))
         else:
             if firmware.target not in facts.downloaded:
                 steps.append(DownloadFirmware(firmware))
@@ -199,7 +203,7 @@ def plan(directive: Directive, facts: Facts, now: dt.datetime) -> Plan:
             have = facts.apps.get(entry.name, AppFacts(None))
             runs = have.version == entry.version
             if not runs:
-                failure = facts.failure(entry.target, None)
+                failure = facts.failure(entry.target)
                 if failure is not None:
                     steps.append(Hold(failure))
                     continue
@@ -237,10 +241,10 @@ def describe(step: Step) -> str:
             return f"configure app {name}" if config is not None else f"clear app {name} config"
         case RemoveApp(name, version):
             return f"remove app {name}" + (f" {version}" if version else "")
-        case Hold(failure):
+        case Hold(failure, _campaign):
             return (
                 f"not retrying {failure.target}: {failure.outcome} here at "
-                f"{failure.at:%Y-%m-%d %H:%M} UTC ({failure.event}); waits for a changed directive"
+                f"{failure.at:%Y-%m-%d %H:%M} UTC ({failure.event}); waits for another target"
             )
         case WaitForWindow():
             return f"waiting for maintenance window (opens {step.local_opening()}): " + ", ".join(

@@ -287,7 +287,17 @@ class Converger:
                 if apps.remove_app(self.updates.device().root, name, checkpoint=self.checkpoint):
                     outcome.changed = True
                     outcome.did.append(f"removed app {name}" + (f" {was}" if was else ""))
-            case Hold() | WaitForWindow():
+            case Hold(failure, campaign):
+                if campaign is not None and campaign != failure.campaign:
+                    self._report(
+                        failure.target,
+                        campaign,
+                        failure.version,
+                        "failed",
+                        f"{failure.outcome} on this device before ({failure.event}); "
+                        "not tried again",
+                    )
+            case WaitForWindow():
                 pass
 
     # -- the work ------------------------------------------------------------------------
@@ -341,6 +351,7 @@ class Converger:
 
     def _download(self, path: str, version: str, install: str, name: str | None) -> TargetFile:
         target = self._checked(path, version, install, name)
+        self.client.is_current(target)  # an image rejected here is refused before any byte
         self.client.download(target)
         self.record.downloads[path] = target.hashes["sha256"]
         self.save(self.record)

@@ -66,7 +66,7 @@ class Record:
     poll: list[int] = field(default_factory=lambda: [DEFAULT_POLL_SECONDS, DEFAULT_JITTER_SECONDS])
 
     def add_failure(self, failure: Failure) -> None:
-        others = [f for f in self.failures if not f.matches(failure.target, failure.campaign)]
+        others = [f for f in self.failures if not f.matches(failure.target)]
         self.failures = [*others[-(MAX_FAILURES - 1) :], failure]
 
     def queue_report(self, report: dict[str, Any]) -> bool:
