@@ -155,3 +155,51 @@ def test_a_device_already_on_the_target_reports_committed_without_installing(
     assert device.snapshot() == before  # nothing installed again
     states = [d["state"] for d in campaign_of(world, campaign_id)["devices"]]
     assert states == ["succeeded"]
+
+
+def test_abort_with_rollback_sends_the_updated_device_back_and_it_stays(world: World) -> None:
+    world.publish("fw", "2.0.0", desired=False, security_version=0)  # back is allowed
+    devices = [world.enroll() for _ in range(2)]
+    serials = [d.config.serial for d in devices]
+    with world.fleet.api(world.operator) as api:
+        assert api.post("/groups", json={"name": "line-3"}).status_code == 201
+        assert api.post("/groups/line-3/members", json={"add": serials}).status_code == 200
+        created = api.post(
+            "/campaigns",
+            json={
+                "name": "fw-2c",
+                "group": "line-3",
+                "release": {"name": "fw", "version": "2.0.0"},
+                "plan": {"canary": 1, "waves": [100], "soak_minutes": 600},
+            },
+        )
+    assert created.status_code == 201, created.text
+    campaign_id = created.json()["id"]
+    agents = [Agent(d.state, clock=Clock()) for d in devices]
+    for _ in range(6):  # the canary updates; the soak holds the wave back
+        tick(world.fleet.database, dt.datetime.now(dt.UTC))
+        for agent in agents:
+            agent.cycle()
+        if campaign_of(world, campaign_id)["counts"].get("succeeded") == 1:
+            break
+    updated = [d for d in devices if running(d) == "2.0.0"]
+    assert len(updated) == 1
+    with world.fleet.api(world.operator) as api:
+        aborted = api.post(f"/campaigns/{campaign_id}/abort", json={"rollback": True})
+    assert aborted.status_code == 200, aborted.text
+    assert aborted.json()["sent_back"] == [updated[0].config.serial]
+
+    did: list[str] = []
+    for _ in range(3):
+        tick(world.fleet.database, dt.datetime.now(dt.UTC))
+        did += [line for agent in agents for line in agent.cycle().did]
+    assert [running(d) for d in devices] == ["factory", "factory"]
+    assert did == ["operator rollback: committed, factory runs"]  # and nothing installed again
+    states = {d["serial"]: d["state"] for d in campaign_of(world, campaign_id)["devices"]}
+    assert states[updated[0].config.serial] == "reverted"
+    last = FleetFiles(updated[0].state.root).load_record().last_update
+    assert last is not None and last["target"] is None and last["version"] == "factory"
+    with world.fleet.api(world.operator) as api:
+        inventory = api.get(f"/devices/{updated[0].config.serial}/detail").json()["inventory"]
+    assert inventory["firmware"] == "factory"
+    assert inventory["last_update"]["event"].startswith("operator rollback")

@@ -19,6 +19,7 @@ The agent keeps its directive and record in ``STATE/fleet`` (:mod:`.fleet_state`
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import random
 import threading
@@ -37,7 +38,12 @@ from garrison.agent.executor import Converger, Outcome
 from garrison.agent.fleet_channel import ChannelError, CheckInResult, FleetChannel
 from garrison.agent.fleet_state import FleetFiles, Record
 from garrison.agent.identity import AgentConfig, Identity, StateDir, verify_issued
-from garrison.agent.inventory import collect_inventory, host_uptime, inventory_digest
+from garrison.agent.inventory import (
+    collect_inventory,
+    host_uptime,
+    inventory_digest,
+    printable,
+)
 from garrison.agent.renewal import backoff, renewal_due
 from garrison.clock import Clock, utc_now
 from garrison.errors import ConfigError, GarrisonError
@@ -292,6 +298,14 @@ class Agent:
             outcome = converger.run(planned)
             converger.confirm(directive.firmware)
         command = run_operator_command(http, UpdateState.of(self.state, config), self.checkpoint)
+        if command is not None:
+            record.last_update = {
+                "target": None,
+                "outcome": command.outcome,
+                "version": command.version,
+                "event": printable(f"operator rollback: {command.event}"),
+                "at": self.clock().astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
         self._flush(channel, record)
         if (outcome.changed or command is not None) and (
             inventory_digest(self.inventory(record)) != record.inventory_digest
