@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import logging
 import signal
 import threading
@@ -201,7 +203,10 @@ def _print_fleet(agent: Agent) -> None:
         )
     cycle = record.last_cycle
     if cycle:
-        console.print(f"last cycle  {cycle.get('at')}")
+        at = str(cycle.get("at", ""))
+        with contextlib.suppress(ValueError):
+            at = f"{dt.datetime.fromisoformat(at).astimezone(dt.UTC):%Y-%m-%d %H:%M:%S} UTC"
+        console.print(f"last cycle  {at}")
         for line in cycle.get("did", []) or ["nothing to do"]:
             console.print(f"  did       {line}")
         if cycle.get("error"):
