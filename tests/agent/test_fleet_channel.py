@@ -245,3 +245,26 @@ def test_a_damaged_kept_directive_or_record_is_replaced(device: Device) -> None:
     result = agent.cycle()
     assert result.directive_status == 200 and result.check_in is not None
     assert files.load_directive() is not None and files.load_record().inventory_digest
+
+
+def test_a_failed_cycle_is_recorded_for_status(device: Device) -> None:
+    agent, plane = played(device)
+    plane.directive = lambda _r: httpx.Response(200, json={**GOOD, "jitter_seconds": 61})
+    with pytest.raises(DirectiveInvalid):
+        agent.cycle()
+    cycle = FleetFiles(device.state.root).load_record().last_cycle
+    assert "jitter_seconds must be" in cycle["error"] and cycle["did"] == []
+
+
+@pytest.mark.parametrize("status", [204, 404])
+def test_no_directive_for_the_device_drops_the_kept_one(device: Device, status: int) -> None:
+    agent, plane = played(device)
+    agent.cycle()
+    assert FleetFiles(device.state.root).load_directive() is not None
+    plane.directive = lambda _r: httpx.Response(status)
+    local_app(device, "tool")
+    result = agent.cycle()
+    assert result.directive_status == status and result.directive.etag == ""
+    assert result.plan is not None and result.plan.steps == ()  # stay as it is
+    assert FleetFiles(device.state.root).load_directive() is None
+    assert apps.installed_apps(device.sim.root) == {"tool": "1.0"}

@@ -241,6 +241,11 @@ class Agent:
             channel = FleetChannel(http)
             try:
                 return self._cycle(channel, http, config, record, updates)
+            except GarrisonError as exc:
+                if record.last_cycle.get("error") != str(exc):  # stopped before converging
+                    at = self.clock().isoformat()
+                    record.last_cycle = {"at": at, "did": [], "plan": [], "error": str(exc)}
+                raise
             finally:
                 self.files.save_record(record)
 
@@ -276,20 +281,7 @@ class Agent:
         else:
             record.polls_since_checkin += 1
 
-        kept = self.files.load_directive()
-        directive, status = kept or NO_DIRECTIVE, None
-        if checked is None or kept is None or checked.directive_etag != kept.etag:
-            answer = channel.directive(None if kept is None else kept.etag)
-            status = answer.status
-            if answer.directive is not None:
-                directive = answer.directive
-                self.files.save_directive(directive)
-            elif answer.status != 304:
-                directive = NO_DIRECTIVE
-            if answer.poll_seconds is not None and answer.jitter_seconds is not None:
-                record.poll = [answer.poll_seconds, answer.jitter_seconds]
-            elif answer.status == 304 and kept is not None:
-                record.poll = [kept.poll_seconds, kept.jitter_seconds]
+        directive, status = self._directive(channel, record, checked)
 
         outcome, planned = Outcome(), None
         if converger is not None:
@@ -336,6 +328,28 @@ class Agent:
             jitter,
             tuple(channel.exchanges),
         )
+
+    def _directive(
+        self, channel: FleetChannel, record: Record, checked: CheckInResult | None
+    ) -> tuple[Directive, int | None]:
+        """The directive to follow and the poll's status (None: not polled, the check-in
+        named the kept ETag). A new directive is kept on disk; the poll interval is the
+        server's latest word."""
+        kept = self.files.load_directive()
+        if checked is not None and kept is not None and checked.directive_etag == kept.etag:
+            return kept, None
+        answer = channel.directive(None if kept is None else kept.etag)
+        if answer.poll_seconds is not None and answer.jitter_seconds is not None:
+            record.poll = [answer.poll_seconds, answer.jitter_seconds]
+        if answer.directive is not None:
+            self.files.save_directive(answer.directive)
+            return answer.directive, answer.status
+        if answer.status == 304 and kept is not None:
+            if answer.poll_seconds is None:
+                record.poll = [kept.poll_seconds, kept.jitter_seconds]
+            return kept, answer.status
+        self.files.drop_directive()  # none for this device (or a 304 for nothing kept)
+        return NO_DIRECTIVE, answer.status
 
     @staticmethod
     def _flush(channel: FleetChannel, record: Record) -> None:

@@ -158,6 +158,10 @@ class FleetFiles:
         self.root.mkdir(parents=True, exist_ok=True)
         atomic_write(self.directive_path, _dump(directive_to_json(directive)))
 
+    def drop_directive(self) -> None:
+        """Forget the kept directive (the control plane has none for this device)."""
+        self.directive_path.unlink(missing_ok=True)
+
     def load_record(self) -> Record:
         try:
             data = json.loads(self.record_path.read_bytes())
