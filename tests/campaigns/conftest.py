@@ -1,16 +1,24 @@
-"""A fleet database for the campaign service: devices, groups, releases and inventories
-written as rows (the services that own them are tested in tests/fleet), a settable clock,
-and the campaign service and scheduler driven directly — on SQLite and on PostgreSQL."""
+"""Two ways to meet campaigns, on SQLite and on PostgreSQL:
+
+* ``site``: a fleet database for the campaign service: devices, groups, releases and
+  inventories written as rows (the services that own them are tested in tests/fleet), a
+  settable clock, and the campaign service and scheduler driven directly;
+* ``world`` (tests/fleet's served fleet, one per module and backend): devices enrolled over
+  EST that check in and report over mutual TLS, an operator driving the admin API, and the
+  control plane's own scheduler.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import Connection, func, select
 
@@ -34,6 +42,8 @@ from garrison.store.tables import (
     releases,
 )
 from tests.conftest import Clock
+from tests.fleet.conftest import Device, World, make_world
+from tests.server.conftest import shared_fleet
 
 T0 = dt.datetime(2026, 11, 21, 10, 0, tzinfo=dt.UTC)
 ACTOR = "principal:olga"
@@ -276,3 +286,102 @@ def site(db_url: str) -> Iterator[Site]:
     database.migrate()
     yield Site(database)
     database.dispose()
+
+
+# -- a served fleet -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
+    directory = tmp_path_factory.mktemp(request.param)
+    with shared_fleet(request.param, directory) as shared:
+        yield make_world(shared, directory / "devices")
+
+
+@pytest.fixture(scope="module")
+def fw(world: World) -> dict[str, Any]:
+    """fw 2.0.0 for gw-1 (published), an app package and a release awaiting signatures."""
+    world.publish("app", "1.0.0", install="app")
+    return world.publish("fw", "2.0.0")
+
+
+def enroll_group(world: World, n: int, model: str = "gw-1") -> tuple[str, list[Device]]:
+    """``n`` devices enrolled and checked in on 1.0.0, in a new static group."""
+    devices = [world.enroll(model) for _ in range(n)]
+    for device in devices:
+        assert world.checkin(device).status_code == 200
+    name = world.unique("g")
+    with world.api() as api:
+        made = api.post("/groups", json={"name": name})
+        assert made.status_code == 201, made.text
+        added = api.post(f"/groups/{name}/members", json={"add": [d.serial for d in devices]})
+        assert added.status_code == 200, added.text
+    return name, devices
+
+
+def create(world: World, group: str, **plan: Any) -> dict[str, Any]:
+    with world.api() as api:
+        response = api.post(
+            "/campaigns",
+            json={
+                "name": f"roll {group}",
+                "group": group,
+                "release": {"name": "fw", "version": "2.0.0"},
+                "plan": plan,
+            },
+        )
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+def show(world: World, campaign: int, token: str | None = None) -> dict[str, Any]:
+    with world.api(token) as api:
+        response = api.get(f"/campaigns/{campaign}")
+    assert response.status_code == 200, response.text
+    found: dict[str, Any] = response.json()
+    return found
+
+
+def wait_for(
+    world: World, campaign: int, check: Callable[[dict[str, Any]], bool], seconds: float = 20
+) -> dict[str, Any]:
+    """The campaign once ``check`` holds (the scheduler ticks about once a second)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        found = show(world, campaign)
+        if check(found):
+            return found
+        assert time.monotonic() < deadline, f"gave up waiting: {found['state']} {found['counts']}"
+        time.sleep(0.2)
+
+
+def states(found: dict[str, Any]) -> dict[str, str]:
+    return {d["serial"]: d["state"] for d in found["devices"]}
+
+
+def report(
+    world: World, device: Device, campaign: int | None, state: str, **fields: Any
+) -> httpx.Response:
+    body = {"campaign": campaign, "target": "fw/2.0.0/fw-2.0.0.img", "state": state, **fields}
+    with world.device_client(device) as client:
+        return client.post("/device/v1/report", json=body)
+
+
+def directive(world: World, device: Device) -> dict[str, Any]:
+    with world.device_client(device) as client:
+        response = client.get("/device/v1/directive")
+    assert response.status_code == 200, response.text
+    found: dict[str, Any] = response.json()
+    return found
+
+
+def update(world: World, device: Device, campaign: int, outcome: str = "committed") -> None:
+    """What the agent does with a campaign firmware: report each step, then check in."""
+    for state in ("downloading", "downloaded", "installing", outcome):
+        response = report(world, device, campaign, state, version="2.0.0")
+        assert response.status_code == 200, response.text
+    firmware = "2.0.0" if outcome == "committed" else "1.0.0"
+    assert world.checkin(device, firmware=firmware).status_code == 200

@@ -9,8 +9,7 @@ without the role — is a precise 4xx, an audited refusal, and changes nothing."
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +27,17 @@ from garrison.store.tables import (
     device_directives,
     device_history,
 )
-from tests.fleet.conftest import Device, World, make_world
-from tests.server.conftest import shared_fleet
+from tests.campaigns.conftest import (
+    create,
+    directive,
+    enroll_group,
+    report,
+    show,
+    states,
+    update,
+    wait_for,
+)
+from tests.fleet.conftest import Device, World
 
 CAMPAIGN_TABLES = (
     campaigns,
@@ -39,102 +47,6 @@ CAMPAIGN_TABLES = (
     device_commands,
     desired_state,
 )
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def world(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[World]:
-    directory = tmp_path_factory.mktemp(request.param)
-    with shared_fleet(request.param, directory) as shared:
-        yield make_world(shared, directory / "devices")
-
-
-@pytest.fixture(scope="module")
-def fw(world: World) -> dict[str, Any]:
-    """fw 2.0.0 for gw-1 (published), an app package and a release awaiting signatures."""
-    world.publish("app", "1.0.0", install="app")
-    return world.publish("fw", "2.0.0")
-
-
-def enroll_group(world: World, n: int, model: str = "gw-1") -> tuple[str, list[Device]]:
-    """``n`` devices enrolled and checked in on 1.0.0, in a new static group."""
-    devices = [world.enroll(model) for _ in range(n)]
-    for device in devices:
-        assert world.checkin(device).status_code == 200
-    name = world.unique("g")
-    with world.api() as api:
-        made = api.post("/groups", json={"name": name})
-        assert made.status_code == 201, made.text
-        added = api.post(f"/groups/{name}/members", json={"add": [d.serial for d in devices]})
-        assert added.status_code == 200, added.text
-    return name, devices
-
-
-def create(world: World, group: str, **plan: Any) -> dict[str, Any]:
-    with world.api() as api:
-        response = api.post(
-            "/campaigns",
-            json={
-                "name": f"roll {group}",
-                "group": group,
-                "release": {"name": "fw", "version": "2.0.0"},
-                "plan": plan,
-            },
-        )
-    assert response.status_code == 201, response.text
-    created: dict[str, Any] = response.json()
-    return created
-
-
-def show(world: World, campaign: int, token: str | None = None) -> dict[str, Any]:
-    with world.api(token) as api:
-        response = api.get(f"/campaigns/{campaign}")
-    assert response.status_code == 200, response.text
-    found: dict[str, Any] = response.json()
-    return found
-
-
-def wait_for(
-    world: World, campaign: int, check: Callable[[dict[str, Any]], bool], seconds: float = 20
-) -> dict[str, Any]:
-    """The campaign once ``check`` holds (the scheduler ticks about once a second)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        found = show(world, campaign)
-        if check(found):
-            return found
-        assert time.monotonic() < deadline, f"gave up waiting: {found['state']} {found['counts']}"
-        time.sleep(0.2)
-
-
-def states(found: dict[str, Any]) -> dict[str, str]:
-    return {d["serial"]: d["state"] for d in found["devices"]}
-
-
-def report(
-    world: World, device: Device, campaign: int | None, state: str, **fields: Any
-) -> httpx.Response:
-    body = {"campaign": campaign, "target": "fw/2.0.0/fw-2.0.0.img", "state": state, **fields}
-    with world.device_client(device) as client:
-        return client.post("/device/v1/report", json=body)
-
-
-def directive(world: World, device: Device) -> dict[str, Any]:
-    with world.device_client(device) as client:
-        response = client.get("/device/v1/directive")
-    assert response.status_code == 200, response.text
-    found: dict[str, Any] = response.json()
-    return found
-
-
-def update(world: World, device: Device, campaign: int, outcome: str = "committed") -> None:
-    """What the agent does with a campaign firmware: report each step, then check in."""
-    for state in ("downloading", "downloaded", "installing", outcome):
-        response = report(world, device, campaign, state, version="2.0.0")
-        assert response.status_code == 200, response.text
-    firmware = "2.0.0" if outcome == "committed" else "1.0.0"
-    assert world.checkin(device, firmware=firmware).status_code == 200
 
 
 def test_a_campaign_rolls_through_canary_and_waves(world: World, fw: dict[str, Any]) -> None:
