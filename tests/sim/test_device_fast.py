@@ -235,3 +235,45 @@ def test_the_fast_path_answers_only_what_it_is_certain_of(sim_fleet: SimFleet) -
         fast.close()
         plane.last_seen.close()
         plane.enrollment.close()
+
+
+def test_concurrent_polls_are_looked_up_together_and_each_judged_alone(
+    sim_fleet: SimFleet,
+) -> None:
+    fleet = sim_fleet.enroll(6)
+    served = sim_fleet.shared.served
+
+    async def first_etag(device: SimIdentity) -> str:
+        conn = await open_device(sim_fleet, device)
+        try:
+            return str(json.loads((await conn.request("GET", DIRECTIVE_PATH)).body)["etag"])
+        finally:
+            conn.close()
+
+    etags = {d.serial: asyncio.run(first_etag(d)) for d in fleet}
+    revoked, stale = fleet[0], fleet[1]
+    with served.database.write() as conn:
+        conn.execute(
+            update(devices).where(devices.c.serial == revoked.serial).values(status="revoked")
+        )
+    app = create_app(served.fleet, served.database)
+    plane: ControlPlane = app.state.control_plane
+    fast = NotModifiedPath(plane)
+
+    async def poll_all() -> list[bool]:
+        polls = []
+        for device in fleet * 5:  # 30 requests at once, each device five times
+            etag = "0123" if device is stale else etags[device.serial]
+            polls.append(fast.serve(scope_for(device, f'"{etag}"'.encode()), Sent()))
+        return list(await asyncio.gather(*polls))
+
+    try:
+        answered = asyncio.run(poll_all())
+        expected = [d not in (revoked, stale) for d in fleet] * 5
+        assert answered == expected
+        assert fast.lookup.requests == 30
+        assert fast.lookup.batches < 30  # looked up together, not one by one
+    finally:
+        fast.close()
+        plane.last_seen.close()
+        plane.enrollment.close()
