@@ -17,7 +17,8 @@ Safe with several replicas on one database:
 * The campaign row is written with a compare-and-set on ``revision``; a lost race rolls the
   whole step back (nothing half-applied) and the next tick tries again.
 * Automatic transitions (phase started, halted, completed) are audited as
-  ``system:scheduler``; device assignments go to the devices' history.
+  ``system:scheduler`` with the replica (host and process) that made them; device
+  assignments go to the devices' history.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import os
 import random
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,6 +76,11 @@ TICK_JITTER_SECONDS = 0.2
 CHUNK = 500
 
 cd = campaign_devices
+
+
+def replica() -> str:
+    """This process, as the audit log names the replica that moved a campaign."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass
@@ -228,7 +236,11 @@ def advance_campaign(conn: Connection, campaign_id: int, now: dt.datetime) -> St
         final = {HALTED: "campaign.halt", COMPLETED: "campaign.complete"}.get(decision.state)
         entries = []
         for index, event in enumerate(decision.events):
-            details: dict[str, Any] = {"campaign": campaign_id, "event": event}
+            details: dict[str, Any] = {
+                "campaign": campaign_id,
+                "event": event,
+                "replica": replica(),
+            }
             if index == last and decision.state == COMPLETED:
                 details["group_firmware"] = f"{release.name} {release.version}"
             action = final if final and index == last else "campaign.phase"
