@@ -1,6 +1,7 @@
 """Two real ``garrison server`` processes on one PostgreSQL database, each running its own
-scheduler, while many devices poll and report through both at once (every report sent to
-both servers at the same moment, twice over). The campaign must come out exactly as if one
+scheduler (and three more schedulers ticking back to back in the test process), while many
+devices poll and report through both servers at once (every report sent to both at the
+same moment, twice over). The campaign must come out exactly as if one
 process had run it: no device assigned twice, no report lost or applied twice, one audit
 entry per phase transition, phase counts that add up, an intact audit chain."""
 
@@ -30,8 +31,10 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from securesystemslib.signer import CryptoSigner
 from sqlalchemy import select
 
+from garrison.fleet.scheduler import tick
 from garrison.server.embedded import free_port
 from garrison.store.audit_log import verify_stored_chain
+from garrison.store.database import Database
 from garrison.store.tables import audit_log, campaign_devices, device_history, devices
 from garrison.updates.offline import configure_release_managers
 from tests.conftest import RunningFleet, fresh_database, make_csr, make_fleet, make_officer
@@ -217,6 +220,11 @@ def run_device(
             client.close()
 
 
+def hammer(database: Database, done: threading.Event) -> None:
+    while not done.is_set():
+        tick(database, dt.datetime.now(dt.UTC))
+
+
 def test_two_replicas_run_one_campaign_exactly_once(
     replicas: tuple[RunningFleet, list[Replica]], tmp_path: Path
 ) -> None:
@@ -238,7 +246,12 @@ def test_two_replicas_run_one_campaign_exactly_once(
         )
         for d in devices_
     ]
-    for thread in threads:
+    # three more schedulers in this process, ticking back to back: the campaign row is
+    # contended all the time, not only when the two servers' ticks happen to meet
+    tickers = [
+        threading.Thread(target=hammer, args=(fleet.database, done), daemon=True) for _ in range(3)
+    ]
+    for thread in [*threads, *tickers]:
         thread.start()
     time.sleep(1)  # every device checked in and polling
     with fleet.api(operator["token"]) as api:
@@ -261,7 +274,7 @@ def test_two_replicas_run_one_campaign_exactly_once(
                 break
             time.sleep(0.5)
     done.set()
-    for thread in threads:
+    for thread in [*threads, *tickers]:
         thread.join(timeout=30)
     assert found["state"] == "completed", (found["state"], found["counts"], found["reason"])
 
