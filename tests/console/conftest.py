@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
+from garrison.sim.scenario import Scenario
 from tests.conftest import Officer, RunningFleet, make_fleet, make_officer
-from tests.console.devices import Device, Publisher, check_in, enroll_devices, inventory
+from tests.console.devices import Device, check_in, enroll_devices, inventory
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -21,17 +22,17 @@ CHROMIUM = Path("/usr/bin/chromium")
 @dataclass
 class ConsoleFleet:
     """A served fleet with ``sofia`` (security officer), ``olga`` (operator), ``aude``
-    (auditor) and ``rita`` (release manager); enrolled devices of two hardware models that
-    checked in (GW-001..006 of edge-gw-2, SN-001..003 of sensor-1); published firmware for
-    each model and an app; dynamic groups ``gateways`` and ``sensors`` (by model) and a
-    static group ``line-3`` (GW-001..003)."""
+    (auditor); enrolled devices of two hardware models that checked in (GW-001..006 of
+    edge-gw-2, SN-001..003 of sensor-1); published firmware for each model (edge-fw 2.1.0,
+    sensor-fw 1.4.0); dynamic groups ``gateways`` and ``sensors`` (by model) and a static
+    group ``line-3`` (GW-001..003)."""
 
     served: RunningFleet
     officer: Officer
     operator: str
     auditor: str
     devices: list[Device]
-    publisher: Publisher
+    scenario: Scenario
     tmp: Path
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -48,18 +49,18 @@ def add_principal(served: RunningFleet, name: str, role: str) -> str:
     return token
 
 
-def make_groups(served: RunningFleet, operator: str) -> None:
-    groups = [
-        {"name": "gateways", "kind": "dynamic", "filter": 'model == "edge-gw-2"'},
-        {"name": "sensors", "kind": "dynamic", "filter": 'model == "sensor-1"'},
-        {"name": "line-3", "kind": "static", "priority": 10},
-    ]
-    with served.api(operator) as api:
-        for group in groups:
-            created = api.post("/groups", json=group)
-            assert created.status_code == 201, created.text
-        added = api.post("/groups/line-3/members", json={"add": ["GW-001", "GW-002", "GW-003"]})
-        assert added.status_code == 200, added.text
+def scenario_for(served: RunningFleet, operator: str) -> Scenario:
+    """Releases (a throwaway release manager ``sim-release-manager``) and groups, set up
+    through the admin API; the operator's changes are made by ``olga``."""
+    scenario = Scenario(served.url, served.root_ca, served.admin_token)
+    scenario.tokens["operator"] = operator
+    scenario.release_managers(served.fleet, served.database)
+    scenario.publish("edge-fw", "2.1.0", ["edge-gw-2"])
+    scenario.publish("sensor-fw", "1.4.0", ["sensor-1"])
+    scenario.group("gateways", where='model == "edge-gw-2"')
+    scenario.group("sensors", where='model == "sensor-1"')
+    scenario.group("line-3", members=["GW-001", "GW-002", "GW-003"])
+    return scenario
 
 
 @pytest.fixture(scope="module")
@@ -83,13 +84,9 @@ def console_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleF
                     "inventory": inventory(device, "2.0.0", {"modbus-bridge": "1.2.0"}),
                 }
                 check_in(running, device, body)
-            publisher = Publisher(running)
-            publisher.publish("edge-fw", "2.1.0", ["edge-gw-2"])
-            publisher.publish("sensor-fw", "1.4.0", ["sensor-1"])
-            publisher.publish("modbus-bridge", "1.3.0", ["edge-gw-2"], install="app")
-            make_groups(running, operator)
+            scenario = scenario_for(running, operator)
             yield ConsoleFleet(
-                running, officer, operator, auditor, gateways + sensors, publisher, tmp
+                running, officer, operator, auditor, gateways + sensors, scenario, tmp
             )
     finally:
         running.database.dispose()

@@ -56,14 +56,14 @@ def test_operator_sees_the_fleet_and_a_device(tab: Tab, console_fleet: ConsoleFl
     page.wait_for_selector("[data-page=devices] table")
     assert page.locator("tbody tr").count() == total
     page.fill("input[name=q]", "SN-")
-    page.wait_for_function("document.querySelectorAll('tbody tr').length === 3")
+    page.wait_for_function("() => document.querySelectorAll('tbody tr').length === 3")
     assert text(tab, "[data-count]") == f"3 of {total} devices"
     assert "q=SN-" in page.url  # the filter is in the address, to share it
     page.select_option("select[name=model]", "edge-gw-2")
     page.wait_for_selector("[data-page=devices] .empty")
     assert "No device matches" in text(tab, ".empty")
     page.fill("input[name=q]", "")
-    page.wait_for_function("document.querySelectorAll('tbody tr').length === 6")
+    page.wait_for_function("() => document.querySelectorAll('tbody tr').length === 6")
 
     page.click("text=GW-003")
     page.wait_for_selector("[data-page=device][data-serial=GW-003]")
@@ -101,14 +101,14 @@ def test_auditor_reads_the_audit_log_and_its_chain(tab: Tab, console_fleet: Cons
     assert first > second
     page.select_option("select[name=outcome]", "refused")
     page.wait_for_function(
-        "[...document.querySelectorAll('tbody tr td:nth-child(6)')]"
+        "() => [...document.querySelectorAll('tbody tr td:nth-child(6)')]"
         ".every(td => td.innerText.trim() === 'refused')"
     )
     assert "outcome=refused" in page.url
     page.fill("input[name=action]", "cert.issue")
     page.select_option("select[name=outcome]", "")
     page.wait_for_function(
-        f"document.querySelectorAll('tbody tr').length === {len(console_fleet.devices)}"
+        f"() => document.querySelectorAll('tbody tr').length === {len(console_fleet.devices)}"
     )
     assert tab.errors() == []
 

@@ -10,7 +10,7 @@ import pytest
 
 from garrison.server.console import ASSETS, CONTENT_SECURITY_POLICY, load_asset
 from garrison.store.audit_log import read_audit
-from tests.console.conftest import ConsoleFleet, add_principal
+from tests.console.conftest import ConsoleFleet
 
 SINKS = ("innerHTML", "outerHTML", "insertAdjacentHTML", "eval(", "document.write")
 
@@ -222,46 +222,3 @@ def test_audit_page_needs_the_audit_role(console_fleet: ConsoleFleet) -> None:
     assert response.status_code == 403
     assert response.json()["detail"] == "role 'operator' may not audit.read"
     assert audit_since(console_fleet, seq) == [("principal:olga", "api.authorize", "refused")]
-
-
-# -- GET /api/v1/fleet/releases ---------------------------------------------------------------
-
-
-def test_fleet_releases_lists_what_operators_can_roll_out(console_fleet: ConsoleFleet) -> None:
-    with console_fleet.served.api(console_fleet.publisher.token) as api:
-        stored = api.put("/artifacts", content=b"not signed yet" * 100).json()
-        proposed = api.post(
-            "/releases",
-            json={
-                "name": "edge-fw",
-                "version": "9.9.9",
-                "hardware": ["edge-gw-2"],
-                "security_version": 1,
-                "sha256": stored["sha256"],
-            },
-        )
-    assert proposed.status_code == 201 and proposed.json()["state"] != "published"
-    with console_fleet.served.api(console_fleet.operator) as api:
-        response = api.get("/fleet/releases")
-    assert response.status_code == 200
-    assert response.headers["cache-control"] == "no-store"
-    listed = [(r["name"], r["version"], r["install"], r["hardware"]) for r in response.json()]
-    # Published only (the proposal awaiting its signature is not offered), newest first.
-    assert listed == [
-        ("modbus-bridge", "1.3.0", "app", ["edge-gw-2"]),
-        ("sensor-fw", "1.4.0", "image", ["sensor-1"]),
-        ("edge-fw", "2.1.0", "image", ["edge-gw-2"]),
-    ]
-    assert all(r["published_at"] for r in response.json())
-
-
-def test_fleet_releases_needs_a_role_that_reads_devices(console_fleet: ConsoleFleet) -> None:
-    maker = add_principal(console_fleet.served, "maker-releases", "manufacturer")
-    seq = last_seq(console_fleet)
-    with console_fleet.served.api(maker) as api:
-        response = api.get("/fleet/releases")
-    assert response.status_code == 403
-    assert response.json()["detail"] == "role 'manufacturer' may not devices.read"
-    assert audit_since(console_fleet, seq) == [
-        ("principal:maker-releases", "api.authorize", "refused")
-    ]

@@ -21,7 +21,6 @@ Guarantees:
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import re
@@ -36,9 +35,9 @@ from sqlalchemy import Select, select
 from starlette.concurrency import run_in_threadpool
 
 from garrison.access.roles import PERMISSIONS
-from garrison.server.context import AuditReader, Caller, DeviceReader, Plane
+from garrison.server.context import AuditReader, Caller, Plane
 from garrison.server.schemas import AuditEntry, Strict
-from garrison.store.tables import audit_log, releases
+from garrison.store.tables import audit_log
 
 ASSETS = Path(__file__).with_name("console")
 
@@ -224,59 +223,6 @@ async def audit_page(
             ],
             next_before=rows[-1].seq if more and rows else None,
         )
-
-    response.headers.update(NO_STORE)
-    return await run_in_threadpool(run)
-
-
-class PublishedRelease(Strict):
-    id: int
-    name: str
-    version: str
-    install: str = Field(description="'image' (firmware, A/B slot) or 'app'")
-    hardware: list[str] = Field(description="hardware models the release is for")
-    target: str
-    published_at: dt.datetime | None
-
-
-@router.get("/api/v1/fleet/releases", response_model=list[PublishedRelease], name="fleet.releases")
-async def published_releases(
-    cp: Plane, principal: DeviceReader, response: Response
-) -> list[PublishedRelease]:
-    """The published releases a fleet can be given (desired state, campaigns), newest first.
-
-    ``GET /api/v1/releases`` is the release managers' workflow (proposals, signatures);
-    this read-only list is what operators choose from when they start a campaign."""
-
-    def run() -> list[PublishedRelease]:
-        with cp.database.read() as conn:
-            rows = conn.execute(
-                select(
-                    releases.c.id,
-                    releases.c.name,
-                    releases.c.version,
-                    releases.c.target_path,
-                    releases.c.custom,
-                    releases.c.published_at,
-                )
-                .where(releases.c.state == "published")
-                .order_by(releases.c.id.desc())
-            ).all()
-        found = []
-        for row in rows:
-            declared = json.loads(row.custom).get("garrison", {})
-            found.append(
-                PublishedRelease(
-                    id=row.id,
-                    name=row.name,
-                    version=row.version,
-                    install=str(declared.get("install", "")),
-                    hardware=[str(h) for h in declared.get("hardware", [])],
-                    target=row.target_path,
-                    published_at=row.published_at,
-                )
-            )
-        return found
 
     response.headers.update(NO_STORE)
     return await run_in_threadpool(run)

@@ -10,7 +10,13 @@ function detailsCell(entry) {
   const keys = Object.keys(entry.details || {});
   if (!keys.length) return h("span", { class: "faint" }, "—");
   const reason = entry.details.reason;
-  const short = typeof reason === "string" ? reason : keys.slice(0, 3).join(", ");
+  const short =
+    typeof reason === "string"
+      ? reason
+      : keys
+          .slice(0, 3)
+          .map((k) => `${k}: ${typeof entry.details[k] === "object" ? "…" : entry.details[k]}`)
+          .join(" · ");
   return h(
     "details",
     { class: "inline" },

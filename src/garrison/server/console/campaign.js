@@ -1,69 +1,112 @@
 // One campaign: live progress per phase and per device (polled every 2 seconds), and the
-// pause / resume / abort controls for principals that may manage campaigns.
+// pause / resume / abort controls, shown only to principals that may manage campaigns (the
+// server refuses the others anyway).
 
 import { api } from "./api.js";
-import { campaignSummary } from "./data.js";
-import { ago, banner, card, chip, empty, fill, fmtNumber, fmtTime, h, icon, kv, percent, stackBar, table, toast, confirmDialog } from "./ui.js";
+import { LIVE_CAMPAIGN, campaignSummary } from "./data.js";
+import { campaignProgress } from "./overview.js";
+import {
+  ago,
+  banner,
+  card,
+  chip,
+  confirmDialog,
+  empty,
+  fill,
+  fmtNumber,
+  fmtTime,
+  h,
+  icon,
+  kv,
+  stackBar,
+  table,
+  toast,
+} from "./ui.js";
 
-const IN_PROGRESS = ["assigned", "downloading", "downloaded", "installing", "reverting"];
+const PAGE = 100;
+const MOVING = ["assigned", "downloading", "downloaded", "installing", "reverting"];
 const FAILED = ["failed", "rolled-back"];
+const DEVICE_STATES = [
+  "pending",
+  "assigned",
+  "downloading",
+  "downloaded",
+  "installing",
+  "succeeded",
+  "failed",
+  "rolled-back",
+  "excluded",
+  "reverting",
+  "reverted",
+];
 
-function count(counts, states) {
-  return states.reduce((n, s) => n + (counts[s] || 0), 0);
+function sum(states, names) {
+  return names.reduce((n, s) => n + (states[s] || 0), 0);
 }
 
-function phaseLabel(index) {
-  return index === 0 ? "Canary" : `Wave ${index}`;
+function title(text) {
+  return text.charAt(0).toUpperCase() + text.slice(1);
 }
 
-function phaseCard(phase, index, current, state) {
-  const counts = phase.counts || {};
-  const size = phase.size ?? phase.target ?? phase.planned ?? count(counts, Object.keys(counts));
-  const done = counts.succeeded || 0;
-  const moving = count(counts, IN_PROGRESS);
-  const failed = count(counts, FAILED);
-  const isCurrent = index === current && ["running", "paused", "halted"].includes(state);
-  const status = index < current || state === "completed" ? "completed" : isCurrent ? state : "pending";
+function phaseRow(phase, campaignState) {
+  const states = phase.states || {};
+  const done = states.succeeded || 0;
+  const moving = sum(states, MOVING);
+  const failed = sum(states, FAILED);
+  const current = phase.status === "current";
+  const status = phase.status === "done" ? "completed" : current ? campaignState : "upcoming";
+  const over = failed > phase.allowed_failures;
   return h(
     "div",
-    { class: isCurrent ? "phase current" : "phase", "data-phase": String(index) },
-    h("div", { class: "phase-head" }, h("h3", {}, phase.name || phaseLabel(index)), chip(status)),
-    stackBar([
-      { value: done, tone: "ok", label: "succeeded" },
-      { value: moving, tone: "info", label: "in progress" },
-      { value: failed, tone: "bad", label: "failed" },
-      { value: Math.max(0, size - done - moving - failed), tone: "idle", label: "waiting" },
-    ], "thin"),
+    { class: current ? "phase current" : "phase", "data-phase": String(phase.index) },
+    h("div", { class: "phase-name" }, title(phase.name)),
+    h("div", {}, chip(status)),
+    stackBar(
+      [
+        { value: done, tone: "ok", label: "updated" },
+        { value: moving, tone: "info", label: "in progress" },
+        { value: failed, tone: "bad", label: "failed" },
+        { value: Math.max(0, phase.size - done - moving - failed), tone: "idle", label: "waiting" },
+      ],
+      "thin",
+    ),
     h(
       "div",
-      { class: "phase-counts" },
-      h("span", {}, h("b", {}, fmtNumber(size)), "devices"),
-      h("span", {}, h("b", {}, fmtNumber(done)), "updated"),
-      h("span", {}, h("b", {}, fmtNumber(moving)), "updating"),
-      h("span", {}, h("b", {}, fmtNumber(failed)), "failed"),
+      { class: "phase-text" },
+      h("b", {}, `${fmtNumber(done)}/${fmtNumber(phase.size)}`),
+      " updated",
+      moving ? ` · ${fmtNumber(moving)} updating` : "",
+      " · ",
+      h("span", { class: over ? "over" : null }, `${fmtNumber(failed)} failed`),
+      ` (${phase.allowed_failures} allowed)`,
     ),
-    phase.threshold !== undefined ? h("div", { class: "progress-label" }, `failure threshold ${phase.threshold}`) : null,
   );
 }
 
 function planText(plan) {
-  if (!plan) return null;
-  const parts = [`canary ${plan.canary}`];
-  if (plan.waves) parts.push(`waves ${plan.waves.map((w) => `${w}%`).join(" → ")}`);
-  if (plan.max_per_minute) parts.push(`${plan.max_per_minute}/min`);
-  if (plan.failure_threshold !== undefined) parts.push(`threshold ${plan.failure_threshold}`);
+  const parts = [`canary ${plan.canary}`, `waves ${plan.waves.map((w) => `${w}%`).join(" → ")}`];
+  parts.push(`${plan.max_per_minute} devices/min`);
+  parts.push(`threshold ${plan.failure_threshold}`);
   if (plan.soak_minutes) parts.push(`soak ${plan.soak_minutes} min`);
   return parts.join(" · ");
 }
 
 const DEVICE_COLUMNS = [
   { label: "Device", render: (d) => h("span", { class: "mono" }, d.serial) },
-  { label: "Phase", render: (d) => (d.phase === null || d.phase === undefined ? "—" : phaseLabel(d.phase)) },
+  { label: "Model", render: (d) => d.model },
+  { label: "Phase", render: (d) => (d.phase_name ? title(d.phase_name) : "—") },
   { label: "State", render: (d) => chip(d.state) },
   { label: "From", render: (d) => d.from_version },
   { label: "Updated", render: (d) => ago(d.updated_at), cls: "nowrap" },
-  { label: "Detail", render: (d) => (d.detail ? h("span", { class: "muted" }, d.detail) : "") },
+  { label: "Detail", render: (d) => (d.detail ? h("span", { class: "muted" }, d.detail) : h("span")) },
 ];
+
+const NOTICES = {
+  halted: ["bad", "alert", "Halted automatically", "A phase exceeded its failure threshold. Look at the failed devices, then resume or abort."],
+  paused: ["warn", "pause", "Paused", "No device starts until the campaign is resumed; installs already under way finish."],
+  aborted: ["warn", "stop", "Aborted", "No further device is updated."],
+  completed: ["ok", "check", "Completed", "Every device of the group the release fits was reached."],
+};
 
 export async function render(ctx) {
   const id = ctx.params[0];
@@ -72,19 +115,24 @@ export async function render(ctx) {
   const head = h("div", { class: "page-head" });
   const notice = h("div");
   const summary = h("div");
-  const phases = h("div");
   const devicesBody = h("div");
-  const stateFilter = h("select", { class: "select", "aria-label": "Device state", name: "state" }, h("option", { value: "" }, "All states"));
-  const deviceSearch = h("input", { class: "input", type: "search", placeholder: "Search serial…", "aria-label": "Search devices" });
+  const pager = h("div", { class: "pager" });
+  const stateFilter = h(
+    "select",
+    { class: "select", "aria-label": "Device state", name: "state" },
+    h("option", { value: "" }, "All states"),
+    DEVICE_STATES.map((s) => h("option", { value: s }, s)),
+  );
   const deviceCount = h("span", { class: "count" });
   let latest = null;
+  let page = 0;
   let busy = false;
 
-  async function act(action, body) {
+  async function act(action, body, done) {
     busy = true;
     try {
       await api(`/campaigns/${id}/${action}`, { method: "POST", body });
-      toast(`Campaign ${action === "abort" ? "aborted" : action === "pause" ? "paused" : "resumed"}`, "ok");
+      toast(done, "ok");
     } catch (error) {
       toast(error);
     } finally {
@@ -96,10 +144,10 @@ export async function render(ctx) {
   async function pause() {
     const ok = await confirmDialog({
       title: "Pause this campaign?",
-      text: "No new device starts. Devices already installing finish their install; devices assigned but not started go back to waiting.",
+      text: "No new device starts. Devices already installing finish their install; devices assigned but not yet started go back to waiting.",
       confirmLabel: "Pause campaign",
     });
-    if (ok) await act("pause");
+    if (ok) await act("pause", undefined, "Campaign paused");
   }
 
   async function resume() {
@@ -107,17 +155,17 @@ export async function render(ctx) {
     const ok = await confirmDialog({
       title: halted ? "Resume a halted campaign?" : "Resume this campaign?",
       text: halted
-        ? "The campaign halted because a phase exceeded its failure threshold. Resuming counts failures anew from now."
+        ? "It halted because a phase exceeded its failure threshold. Resuming counts the phase's failures anew from now."
         : "Devices start again at the campaign's rate.",
       confirmLabel: "Resume campaign",
     });
-    if (ok) await act("resume");
+    if (ok) await act("resume", undefined, "Campaign resumed");
   }
 
   async function abort() {
     const box = h("input", { type: "checkbox", id: "abort-rollback", name: "rollback" });
-    box.checked = Boolean(latest && latest.plan && latest.plan.rollback_on_abort);
-    const dialog = await confirmDialog({
+    box.checked = Boolean(latest && latest.plan.rollback_on_abort);
+    const confirmed = await confirmDialog({
       title: "Abort this campaign?",
       text: "No further device is updated. An aborted campaign cannot be resumed.",
       confirmLabel: "Abort campaign",
@@ -126,75 +174,81 @@ export async function render(ctx) {
         "label",
         { class: "check", for: "abort-rollback" },
         box,
-        h("span", {}, h("strong", {}, "Send updated devices back"), h("span", { class: "sub muted" }, " to the version they ran before this campaign.")),
+        h(
+          "span",
+          {},
+          h("strong", {}, "Send updated devices back"),
+          h("span", { class: "sub" }, "Devices this campaign updated return to the version they ran before, and hold there."),
+        ),
       ),
     });
-    if (dialog) await act("abort", { rollback: box.checked });
+    if (confirmed) {
+      const rollback = box.checked;
+      await act("abort", { rollback }, rollback ? "Campaign aborted; updated devices are sent back" : "Campaign aborted");
+    }
   }
 
   function controls(c) {
     if (!canManage) return null;
-    const state = c.state;
     const buttons = [];
-    if (state === "running") {
+    if (c.state === "running") {
       buttons.push(h("button", { type: "button", class: "btn warn", "data-action": "pause", onclick: pause }, icon("pause", "sm"), "Pause"));
     }
-    if (state === "paused" || state === "halted") {
+    if (c.state === "paused" || c.state === "halted") {
       buttons.push(h("button", { type: "button", class: "btn primary", "data-action": "resume", onclick: resume }, icon("play", "sm"), "Resume"));
     }
-    if (["running", "paused", "halted"].includes(state)) {
+    if (LIVE_CAMPAIGN.has(c.state)) {
       buttons.push(h("button", { type: "button", class: "btn danger", "data-action": "abort", onclick: abort }, icon("stop", "sm"), "Abort"));
     }
     return buttons.length ? h("div", { class: "actions" }, buttons) : null;
   }
 
-  function drawDevices() {
-    if (!latest) return;
-    const devices = latest.devices || [];
-    const text = deviceSearch.value.trim().toLowerCase();
-    const shown = devices.filter(
-      (d) => (!stateFilter.value || d.state === stateFilter.value) && (!text || d.serial.toLowerCase().includes(text)),
-    );
-    deviceCount.textContent = `${fmtNumber(shown.length)} of ${fmtNumber(devices.length)} devices`;
+  function drawDevices(detail) {
+    const pages = Math.max(1, Math.ceil(detail.devices_total / PAGE));
+    deviceCount.textContent = stateFilter.value
+      ? `${fmtNumber(detail.devices_total)} ${stateFilter.value} of ${fmtNumber(detail.members)}`
+      : `${fmtNumber(detail.devices_total)} devices`;
     fill(
       devicesBody,
-      table(DEVICE_COLUMNS, shown.slice(0, 500), {
+      table(DEVICE_COLUMNS, detail.devices, {
         href: (d) => `#/devices/${encodeURIComponent(d.serial)}`,
-        empty: empty("devices", devices.length ? "No device matches" : "No devices in this campaign", devices.length ? "Change the filter." : "The group had no eligible member."),
+        empty: empty(
+          "devices",
+          stateFilter.value ? `No device is ${stateFilter.value}` : "No devices in this campaign",
+          stateFilter.value ? "Choose another state." : "The group had no member when the campaign started.",
+        ),
       }),
     );
+    const prev = h("button", { type: "button", class: "btn sm", disabled: page === 0, "aria-label": "Previous page" }, icon("left", "sm"));
+    const next = h("button", { type: "button", class: "btn sm", disabled: page >= pages - 1, "aria-label": "Next page" }, icon("right", "sm"));
+    prev.addEventListener("click", () => {
+      page -= 1;
+      refresh().catch(toast);
+    });
+    next.addEventListener("click", () => {
+      page += 1;
+      refresh().catch(toast);
+    });
+    pager.hidden = pages <= 1;
+    fill(pager, `Page ${page + 1} of ${pages}`, prev, next);
   }
 
-  function draw(raw) {
-    const c = campaignSummary(raw);
+  function draw(detail) {
+    const c = campaignSummary(detail);
     latest = c;
-    const states = [...new Set((c.devices || []).map((d) => d.state))].sort();
-    const keep = stateFilter.value;
-    fill(stateFilter, h("option", { value: "" }, "All states"), states.map((s) => h("option", { value: s }, s)));
-    stateFilter.value = states.includes(keep) ? keep : "";
+    const by = c.created_by.replace(/^principal:/, "");
     fill(
       head,
       h(
         "div",
         { class: "titles" },
-        h("h1", {}, c.name, chip(c.state)),
-        h("p", { class: "sub" }, `${c.release} → group ${c.group} · started `, ago(c.created_at), c.created_by ? ` by ${c.created_by}` : ""),
+        h("h1", {}, c.name, h("span", { "data-state": c.state }, chip(c.state))),
+        h("p", { class: "sub" }, `${c.releaseLabel} → group ${c.group} · started `, ago(c.created_at), ` by ${by}`),
       ),
       controls(c),
     );
-    fill(
-      notice,
-      c.state === "halted"
-        ? banner("bad", "alert", "Halted automatically", c.reason || "A phase exceeded its failure threshold. Look at the failed devices, then resume or abort.")
-        : c.state === "aborted"
-          ? banner("warn", "stop", "Aborted", c.reason || "No further device is updated.")
-          : c.state === "paused"
-            ? banner("warn", "pause", "Paused", c.reason || "No new device starts until the campaign is resumed.")
-            : c.state === "completed"
-              ? banner("ok", "check", "Completed", "Every eligible device of the group was reached.")
-              : null,
-    );
-    const eligible = c.total - c.excluded;
+    const shown = NOTICES[c.state];
+    fill(notice, shown ? banner(shown[0], shown[1], shown[2], c.reason || shown[3]) : null);
     fill(
       summary,
       h(
@@ -204,53 +258,48 @@ export async function render(ctx) {
           "Progress",
           h(
             "div",
-            { class: "grid" },
-            stackBar([
-              { value: c.succeeded, tone: "ok", label: "succeeded" },
-              { value: c.active, tone: "info", label: "in progress" },
-              { value: c.failed, tone: "bad", label: "failed or rolled back" },
-              { value: Math.max(0, eligible - c.succeeded - c.active - c.failed), tone: "idle", label: "waiting" },
-            ]),
+            { class: "grid progress-body" },
+            campaignProgress(c),
             h(
               "div",
-              { class: "phase-counts" },
+              { class: "phase-counts totals" },
               h("span", {}, h("b", { "data-count": "succeeded" }, fmtNumber(c.succeeded)), "updated"),
-              h("span", {}, h("b", {}, fmtNumber(c.active)), "in progress"),
-              h("span", {}, h("b", {}, fmtNumber(c.failed)), "failed"),
-              h("span", {}, h("b", {}, `${percent(c.succeeded, eligible)} %`), `of ${fmtNumber(eligible)}`),
+              h("span", {}, h("b", { "data-count": "active" }, fmtNumber(c.active)), "in progress"),
+              h("span", {}, h("b", { "data-count": "failed" }, fmtNumber(c.failed)), "failed"),
+              h("span", {}, h("b", { "data-count": "pending" }, fmtNumber(c.pending)), "waiting"),
             ),
+            h("div", { class: "phases" }, detail.phase_progress.map((p) => phaseRow(p, c.state))),
           ),
+          { note: c.state === "completed" ? "all phases done" : `${c.phase_name}, phase ${c.phase + 1} of ${c.phases}` },
         ),
         card(
           "Plan",
           kv([
-            ["Release", c.release],
+            ["Release", h("span", {}, h("strong", {}, c.releaseLabel), h("span", { class: "sub mono" }, c.release.target))],
             ["Group", h("a", { href: `#/devices?group=${encodeURIComponent(c.group)}` }, c.group)],
             ["Plan", planText(c.plan)],
-            ["Excluded", c.excluded ? `${fmtNumber(c.excluded)} devices (pinned or other hardware)` : "none"],
+            ["On abort", c.plan.rollback_on_abort ? "send updated devices back" : "leave updated devices"],
+            ["Skipped", c.excluded ? `${fmtNumber(c.excluded)} devices (pinned, or another hardware model)` : "none"],
             ["Started", fmtTime(c.created_at)],
           ]),
         ),
       ),
     );
-    const phaseList = c.phases || [];
-    fill(
-      phases,
-      phaseList.length
-        ? card("Phases", h("div", { class: "phases" }, phaseList.map((p, i) => phaseCard(p, i, c.phase, c.state))))
-        : null,
-    );
-    drawDevices();
+    drawDevices(detail);
   }
 
   async function refresh() {
     if (busy) return;
-    const data = await api(`/campaigns/${id}`);
-    if (ctx.alive) draw(data);
+    const detail = await api(`/campaigns/${id}`, {
+      params: { state: stateFilter.value, limit: PAGE, offset: page * PAGE },
+    });
+    if (ctx.alive) draw(detail);
   }
 
-  stateFilter.addEventListener("change", drawDevices);
-  deviceSearch.addEventListener("input", drawDevices);
+  stateFilter.addEventListener("change", () => {
+    page = 0;
+    refresh().catch(toast);
+  });
   await refresh();
   ctx.every(2000, refresh);
 
@@ -260,13 +309,12 @@ export async function render(ctx) {
     head,
     notice,
     summary,
-    phases,
     h(
       "section",
       { class: "card" },
-      h("header", { class: "card-head" }, h("h2", {}, "Devices")),
-      h("div", { class: "toolbar" }, h("div", { class: "search" }, icon("search", "sm"), deviceSearch), stateFilter, deviceCount),
+      h("header", { class: "card-head" }, h("h2", {}, "Devices"), stateFilter, deviceCount),
       devicesBody,
+      pager,
     ),
   );
 }

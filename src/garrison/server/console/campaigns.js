@@ -5,19 +5,12 @@ import { listCampaigns, listGroups } from "./data.js";
 import { campaignProgress } from "./overview.js";
 import { ago, card, chip, empty, fill, h, icon, table, toast } from "./ui.js";
 
-function phaseName(c) {
-  if (c.phase === undefined || c.phase === null) return "—";
-  const phases = c.phases_total ?? (c.plan && c.plan.waves ? c.plan.waves.length + 1 : null);
-  const label = c.phase === 0 ? "canary" : `wave ${c.phase}`;
-  return phases ? `${label} of ${phases - 1 ? `canary + ${phases - 1} waves` : "canary"}` : label;
-}
-
 const COLUMNS = [
-  { label: "Campaign", render: (c) => h("span", {}, h("strong", {}, c.name), h("span", { class: "sub" }, `#${c.id}`)) },
+  { label: "Campaign", render: (c) => h("span", {}, h("strong", {}, c.name), h("span", { class: "sub" }, `#${c.id} · by ${c.created_by.replace(/^principal:/, "")}`)) },
   { label: "Group", render: (c) => c.group },
-  { label: "Release", render: (c) => c.release },
+  { label: "Release", render: (c) => c.releaseLabel },
   { label: "State", render: (c) => chip(c.state) },
-  { label: "Phase", render: (c) => (c.state === "completed" ? "done" : phaseName(c)), cls: "nowrap" },
+  { label: "Phase", render: (c) => (c.state === "completed" ? "all phases done" : `${c.phase_name} (${c.phase + 1} of ${c.phases})`), cls: "nowrap" },
   { label: "Progress", render: (c) => campaignProgress(c) },
   { label: "Started", render: (c) => ago(c.created_at), cls: "nowrap" },
 ];
@@ -33,10 +26,6 @@ async function renderList(ctx) {
   async function refresh() {
     const campaigns = await listCampaigns();
     if (!ctx.alive) return;
-    if (campaigns === null) {
-      fill(results, empty("campaigns", "Campaigns are not available", "This control plane has no campaign API."));
-      return;
-    }
     fill(
       results,
       table(COLUMNS, campaigns, {
@@ -96,18 +85,21 @@ function readAmount(a, what) {
   return a.units.value === "%" ? `${n}%` : n;
 }
 
+function releaseRef(r) {
+  return { name: r.name, version: r.version };
+}
+
 async function renderCreate(ctx) {
   ctx.crumbs([["Campaigns", "#/campaigns"], "New campaign"]);
-  const [groups, releases] = await Promise.all([listGroups(), api("/fleet/releases")]);
+  const [groups, images] = await Promise.all([listGroups(), api("/campaigns/releases")]);
   const name = h("input", { class: "input", id: "name", name: "name", maxlength: "64", required: true, placeholder: "e.g. edge-gw-2 firmware 2.1.0" });
   const group = h(
     "select",
     { class: "select", id: "group", name: "group", required: true },
-    h("option", { value: "" }, groups && groups.length ? "Choose a group…" : "No groups defined"),
-    (groups || []).map((g) => h("option", { value: g.name }, `${g.name}${g.members !== undefined ? ` (${g.members} devices)` : ""}`)),
+    h("option", { value: "" }, groups.length ? "Choose a group…" : "No groups defined"),
+    groups.map((g) => h("option", { value: g.name }, `${g.name} (${g.members} ${g.members === 1 ? "device" : "devices"})`)),
   );
   if (ctx.query.get("group")) group.value = ctx.query.get("group");
-  const images = releases.filter((r) => r.install === "image");
   const release = h(
     "select",
     { class: "select", id: "release", name: "release", required: true },
@@ -163,7 +155,7 @@ async function renderCreate(ctx) {
       body = {
         name: name.value.trim(),
         group: group.value,
-        release: (({ name: n, version }) => ({ name: n, version }))(images.find((r) => String(r.id) === release.value)),
+        release: releaseRef(images.find((r) => String(r.id) === release.value)),
         plan: {
           canary: readAmount(canary, "Canary"),
           waves: waveList,

@@ -1,7 +1,6 @@
-// Reading the fleet through the admin API, in the shapes the pages use. Endpoints that a
-// control plane may not have (an older version) resolve to null instead of failing the page.
+// Reading the fleet through the admin API, in the shapes the pages use.
 
-import { api, optional } from "./api.js";
+import { api } from "./api.js";
 
 const DEVICE_PAGE = 1000; // the largest page GET /fleet/devices serves
 export const DEVICE_CAP = 20000; // the console lists at most this many devices
@@ -49,82 +48,39 @@ export async function listGroups() {
   return api("/groups");
 }
 
-/** The fleet update level: {groups: [{group, total, on_target, updating, failed, not_reached}]}. */
+/** The fleet update level: {at, groups: [{group, target, campaign, members, counts, proof}], total}. */
 export async function fleetLevel() {
-  const level = await optional("/fleet/level", null);
-  if (level === null) return null;
-  const groups = (Array.isArray(level) ? level : level.groups || []).map((g) => {
-    const counts = g.counts || g;
-    return {
-      group: g.group ?? g.name ?? "",
-      target: g.target ?? g.release ?? null,
-      total: g.total ?? g.members ?? sum(counts),
-      on_target: counts.on_target ?? 0,
-      updating: counts.updating ?? 0,
-      failed: counts.failed ?? 0,
-      not_reached: counts.not_reached ?? 0,
-      proof: g.proof ?? null,
-    };
-  });
-  return { groups, raw: level };
+  return api("/fleet/level");
 }
 
-function sum(c) {
-  return (c.on_target || 0) + (c.updating || 0) + (c.failed || 0) + (c.not_reached || 0);
-}
-
-/** Campaigns (newest first), or null where the control plane has no campaigns API. */
+/** Campaigns, newest first, with their headline numbers. */
 export async function listCampaigns() {
-  const campaigns = await optional("/campaigns", null);
-  if (campaigns === null) return null;
-  const rows = Array.isArray(campaigns) ? campaigns : campaigns.campaigns || [];
-  return rows.map(campaignSummary).sort((a, b) => b.id - a.id);
+  const rows = await api("/campaigns");
+  return rows.map(campaignSummary);
 }
 
-const DONE = new Set(["succeeded", "failed", "rolled-back", "excluded", "reverted"]);
+const MOVING = ["assigned", "downloading", "downloaded", "installing", "reverting"];
 
-/** A campaign's headline numbers, whatever the exact shape of its counts. */
+/** A campaign's headline numbers from its counts by device state. */
 export function campaignSummary(c) {
-  const counts = c.counts || c.totals || {};
-  const total = c.total ?? c.devices_total ?? sum2(counts);
-  const succeeded = counts.succeeded ?? c.succeeded ?? 0;
-  const failed = (counts.failed ?? c.failed ?? 0) + (counts["rolled-back"] ?? counts.rolled_back ?? 0);
-  const active =
-    (counts.assigned ?? 0) +
-    (counts.downloading ?? 0) +
-    (counts.downloaded ?? 0) +
-    (counts.installing ?? 0) +
-    (counts.reverting ?? 0);
-  const excluded = counts.excluded ?? 0;
+  const n = (state) => c.counts[state] || 0;
+  const excluded = n("excluded");
+  const reach = c.members - excluded; // devices the campaign is about
+  const succeeded = n("succeeded");
+  const active = MOVING.reduce((sum, s) => sum + n(s), 0);
+  const failed = n("failed") + n("rolled-back");
+  const reverted = n("reverted");
   return {
     ...c,
-    group: groupName(c),
-    release: releaseName(c),
-    total,
+    releaseLabel: `${c.release.name} ${c.release.version}`,
+    reach,
     succeeded,
-    failed,
     active,
+    failed,
+    reverted,
     excluded,
-    done: Object.entries(counts).reduce((n, [k, v]) => (DONE.has(k) ? n + v : n), 0),
+    pending: Math.max(0, reach - succeeded - active - failed - reverted),
   };
 }
 
-function sum2(counts) {
-  return Object.values(counts).reduce((n, v) => n + (typeof v === "number" ? v : 0), 0);
-}
-
-export function groupName(c) {
-  if (typeof c.group === "string") return c.group;
-  if (c.group && c.group.name) return c.group.name;
-  return c.group_name ?? (c.group_id !== undefined ? `group ${c.group_id}` : "—");
-}
-
-export function releaseName(c) {
-  const r = c.release;
-  if (typeof r === "string") return r;
-  if (r && r.name) return r.version ? `${r.name} ${r.version}` : r.name;
-  if (c.release_name) return c.release_version ? `${c.release_name} ${c.release_version}` : c.release_name;
-  return c.release_id !== undefined ? `release ${c.release_id}` : "—";
-}
-
-export const RUNNING = new Set(["running", "paused", "halted"]);
+export const LIVE_CAMPAIGN = new Set(["running", "paused", "halted"]);

@@ -68,7 +68,7 @@ function inventoryCard(d, summary) {
               chip(last.outcome),
               last.version ? ` ${last.version} · ` : " ",
               last.at ? ago(last.at) : "",
-              last.event ? h("span", { class: "sub muted" }, last.event) : null,
+              last.event ? h("span", { class: "sub" }, last.event) : null,
             )
           : "none reported",
       ],
@@ -105,7 +105,7 @@ function appsCard(d) {
         {
           label: "",
           render: (r) => {
-            if (!desired) return "";
+            if (!desired) return h("span");
             if (r.version === r.installed) return chip("ok", "converged");
             return chip("pending", r.version ? "to install" : "to remove");
           },
@@ -163,23 +163,26 @@ function desiredCard(d) {
   const fw = desired.firmware;
   const campaign = desired.campaign;
   const directive = d.directive;
+  let firmware;
+  if (campaign && campaign.release) {
+    firmware = h(
+      "span",
+      {},
+      h("strong", {}, release(campaign.release)),
+      h("span", { class: "sub" }, "from ", h("a", { href: `#/campaigns/${campaign.id}` }, `campaign #${campaign.id}`), " ", chip(campaign.state)),
+    );
+  } else if (fw) {
+    firmware = h("span", {}, h("strong", {}, release(fw)), h("span", { class: "sub" }, `from ${fw.from}${desired.pinned ? ", pinned" : ""}`));
+  } else {
+    firmware = h("span", { class: "faint" }, "none: the device stays on what it runs");
+  }
   return card(
     "Desired state",
     kv([
-      [
-        "Firmware",
-        fw
-          ? h("span", {}, h("strong", {}, release(fw)), fw.from ? h("span", { class: "sub muted" }, `from ${fw.from}${desired.pinned ? " (pinned)" : ""}`) : null)
-          : h("span", { class: "faint" }, "none: the device stays on what it runs"),
-      ],
-      [
-        "Campaign",
-        campaign
-          ? h("span", {}, h("a", { href: `#/campaigns/${campaign.id}` }, `#${campaign.id}`), " ", chip(campaign.state), ` ${release(campaign.release)}`)
-          : undefined,
-      ],
+      ["Firmware", firmware],
+      ["Group firmware", campaign && fw ? `${release(fw)} from ${fw.from}` : undefined],
       ["Apps", desired.apps ? `${desired.apps.filter((a) => !a.absent).length} managed` : "not managed"],
-      ["Window", h("span", {}, windowText(desired.window), desired.window_from ? h("span", { class: "sub muted" }, `from ${desired.window_from}`) : null)],
+      ["Window", h("span", {}, windowText(desired.window), desired.window_from ? h("span", { class: "sub" }, `from ${desired.window_from}`) : null)],
       ["Update hold", desired.update_hold ? chip("hold", "held: firmware withheld") : undefined],
       ["Directive", directive && directive.etag ? h("span", { class: "mono" }, directive.etag.slice(0, 16)) : "not computed yet"],
       ["Poll", directive && directive.poll_seconds ? `every ${fmtDuration(directive.poll_seconds)} ± ${fmtDuration(directive.jitter_seconds || 0)}` : undefined],
@@ -206,7 +209,8 @@ function historyCard(d) {
       ),
     );
   }
-  return card("History", list, { flush: true, note: `${history.length} most recent` });
+  const note = history.length === 1 ? "1 entry" : `latest ${history.length} entries`;
+  return card("History", list, { flush: true, note });
 }
 
 export async function render(ctx) {
@@ -230,7 +234,7 @@ export async function render(ctx) {
       ),
       h("div", { class: "grid two" }, identityCard(d), inventoryCard(d, null)),
       h("div", { class: "grid two" }, desiredCard(d), membershipCard(d)),
-      h("div", { class: "grid wide-left" }, appsCard(d), historyCard(d)),
+      h("div", { class: "grid wide-left top" }, appsCard(d), historyCard(d)),
     );
   }
 

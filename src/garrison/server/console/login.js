@@ -41,7 +41,7 @@ export function renderLogin({ onToken, reason = null }) {
       h(
         "div",
         { class: "help", id: "token-help" },
-        "The token of your principal, as shown once by ‘garrison principal create’. It is kept only in this browser tab.",
+        "The token of your principal, as printed once by ‘garrison principal add’. It is kept only in this browser tab.",
       ),
     ),
     submit,

@@ -1,7 +1,7 @@
 // Fleet overview: totals, the update level of every group, and the campaigns in progress.
 // Refreshes every 5 seconds while shown.
 
-import { RUNNING, deviceStatuses, fleetLevel, listCampaigns } from "./data.js";
+import { LIVE_CAMPAIGN, deviceStatuses, fleetLevel, listCampaigns } from "./data.js";
 import { card, chip, empty, fill, fmtNumber, h, icon, legend, percent, stackBar } from "./ui.js";
 
 const HOUR = 3600 * 1000;
@@ -34,34 +34,52 @@ const LEVEL_SEGMENTS = [
 ];
 
 export function levelRow(g) {
-  const segments = LEVEL_SEGMENTS.map(([key, t, label]) => ({ value: g[key], tone: t, label }));
+  const counts = g.counts;
+  const segments = LEVEL_SEGMENTS.map(([key, t, label]) => ({ value: counts[key] || 0, tone: t, label }));
+  const proof = g.proof;
+  const proven = proof.exactly_one_each && proof.classified === proof.members;
   return h(
     "div",
     { class: "level-row", "data-group": g.group },
     h(
       "div",
-      { class: "level-name truncate" },
-      h("a", { href: `#/devices?group=${encodeURIComponent(g.group)}` }, g.group),
-      h("span", { class: "sub" }, g.target ? `target ${g.target}` : "no target set", ` · ${fmtNumber(g.total)} devices`),
+      { class: "level-top" },
+      h(
+        "div",
+        { class: "level-name" },
+        h("a", { href: `#/devices?group=${encodeURIComponent(g.group)}` }, g.group),
+        h(
+          "span",
+          { class: "sub" },
+          g.target ? `target ${g.target}` : "no target firmware",
+          ` · ${fmtNumber(g.members)} ${g.members === 1 ? "device" : "devices"}`,
+          g.campaign ? [" · ", h("a", { href: `#/campaigns/${g.campaign}` }, `campaign #${g.campaign}`)] : null,
+        ),
+      ),
+      h(
+        "div",
+        { class: "level-counts" },
+        LEVEL_SEGMENTS.map(([key, t, label]) =>
+          h("span", { class: t, "data-level": key }, h("b", {}, fmtNumber(counts[key] || 0)), ` ${label.replace(" or rolled back", "")}`),
+        ),
+      ),
     ),
     stackBar(segments),
     h(
       "div",
-      { class: "level-counts" },
-      LEVEL_SEGMENTS.map(([key, t, label]) =>
-        h("span", { class: t, title: label }, h("b", {}, fmtNumber(g[key])), ` ${label.split(" ")[0]}`),
-      ),
+      { class: proven ? "proof" : "proof bad", title: `SHA-256 of the classification: ${proof.digest}` },
+      proven ? icon("check", "sm") : icon("alert", "sm"),
+      proven
+        ? `${fmtNumber(proof.classified)} of ${fmtNumber(proof.members)} devices classified, each in exactly one state`
+        : `the classification does not add up: ${proof.classified} of ${proof.members}`,
     ),
   );
 }
 
 function levelCard(level) {
-  if (level === null) {
-    return card("Update level by group", empty("campaigns", "No update level yet", "This control plane does not report update levels."), { flush: true });
-  }
   const body = level.groups.length
     ? level.groups.map(levelRow)
-    : empty("users", "No groups", "Create groups to see how far each one is on its target release.");
+    : empty("users", "No groups yet", "Create groups (garrison group create) to see how far each one is on its target firmware.");
   return card("Update level by group", body, {
     flush: true,
     actions: legend([
@@ -74,25 +92,25 @@ function levelCard(level) {
 }
 
 export function campaignProgress(c) {
-  const label = `${fmtNumber(c.succeeded)} of ${fmtNumber(c.total - c.excluded)} updated`;
   return h(
     "div",
     {},
     stackBar(
       [
-        { value: c.succeeded, tone: "ok", label: "succeeded" },
+        { value: c.succeeded, tone: "ok", label: "updated" },
         { value: c.active, tone: "info", label: "in progress" },
         { value: c.failed, tone: "bad", label: "failed" },
-        { value: Math.max(0, c.total - c.excluded - c.succeeded - c.active - c.failed), tone: "idle", label: "pending" },
+        { value: c.reverted, tone: "warn", label: "sent back" },
+        { value: c.pending, tone: "idle", label: "waiting" },
       ],
       "thin",
     ),
     h(
       "div",
       { class: "progress-label" },
-      label,
+      `${fmtNumber(c.succeeded)} of ${fmtNumber(c.reach)} updated`,
       c.failed ? ` · ${fmtNumber(c.failed)} failed` : "",
-      ` · ${percent(c.succeeded, c.total - c.excluded)} %`,
+      ` · ${percent(c.succeeded, c.reach)} %`,
     ),
   );
 }
@@ -101,21 +119,18 @@ function campaignsCard(campaigns, canManage) {
   const action = canManage
     ? h("a", { class: "btn sm", href: "#/campaigns/new" }, icon("plus", "sm"), "New campaign")
     : null;
-  if (campaigns === null) {
-    return card("Campaigns in progress", empty("campaigns", "No campaigns", "This control plane does not run campaigns."), { flush: true });
-  }
-  const live = campaigns.filter((c) => RUNNING.has(c.state));
+  const live = campaigns.filter((c) => LIVE_CAMPAIGN.has(c.state));
   const body = live.length
     ? live.map((c) =>
         h(
           "a",
           { class: "campaign-row", href: `#/campaigns/${c.id}`, "data-campaign": c.id },
-          h("div", { class: "truncate" }, h("div", { class: "name truncate" }, c.name), h("div", { class: "sub truncate" }, `${c.release} → ${c.group}`)),
+          h("div", { class: "campaign-top" }, h("span", { class: "name truncate" }, c.name), chip(c.state)),
+          h("div", { class: "sub truncate" }, `${c.releaseLabel} → ${c.group} · ${c.phase_name} (${c.phase + 1} of ${c.phases})`),
           campaignProgress(c),
-          chip(c.state),
         ),
       )
-    : empty("campaigns", "No campaign is running", "Every group is where its operators left it.", action);
+    : empty("campaigns", "No campaign is running", "Every group stays on the firmware it runs.", action);
   return card("Campaigns in progress", body, { flush: true, actions: live.length ? action : null });
 }
 
