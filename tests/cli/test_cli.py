@@ -113,19 +113,28 @@ def test_missing_fleet_tells_the_user_what_to_do(tmp_path: Path) -> None:
 
 
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
-    """The README's main job, as a real process."""
+    """The README's main job, as a real process: enrollment, the manufacturer refused, apps
+    with per-device configuration, a campaign through canary and waves in which one device
+    fails its health check and rolls back by itself, the update level with its proof."""
     env = {**os.environ, "COLUMNS": "200"}
     result = subprocess.run(
         [sys.executable, "-m", "garrison.cli", "demo", "--data-dir", str(tmp_path / "demo"),
-         "--devices", "4", "--port", "0"],
-        capture_output=True, text=True, timeout=120, env=env, check=False,
+         "--devices", "9", "--port", "0", "--no-keep-running"],
+        capture_output=True, text=True, timeout=300, env=env, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert "4 devices enrolled and checked in over mutual TLS" in out
+    assert "6 x edge-gw-2: GW-1000 … GW-1005" in out
+    assert "3 x press-ctl-5: PC-2000 … PC-2002" in out
     assert out.count("refused —") == 4  # three factory abuses and the revoked device
     assert "unexpectedly accepted" not in out and "still accepted" not in out
+    assert "PC-2002 with its own configuration" in out and "'publish_ms': 100" in out
+    assert "GW-1004 rolled-back" in out and "fieldbus service did not start" in out
+    assert "campaign completed: {'succeeded': 8, 'rolled-back': 1}" in out
+    assert "9 of 9, each once" in out and "BROKEN" not in out
     assert "hash chain intact" in out
+    assert "agents reporting errors" not in out
+    assert "/console/" in out
 
 
 def test_admin_commands_against_a_running_server(
