@@ -480,7 +480,10 @@ def _show_failure(operator: ApiClient, serial: str) -> None:
 def _show_level(operator: ApiClient) -> None:
     level = operator.call("GET", "/fleet/level")
     table = Table("group", "target", "on target", "updating", "failed", "not reached", "proof")
+    untargeted = [g["group"] for g in level["groups"] if g["target"] is None]
     for group in level["groups"]:
+        if group["target"] is None:
+            continue
         counts, proof = group["counts"], group["proof"]
         ok = proof["exactly_one_each"] and proof["classified"] == proof["members"]
         add_row(
@@ -496,6 +499,11 @@ def _show_level(operator: ApiClient) -> None:
             else f"BROKEN: {proof['classified']} of {proof['members']}",
         )
     console.print(table)
+    if untargeted:
+        console.print(
+            f"no firmware target of their own (no campaign, no desired firmware): "
+            f"{', '.join(untargeted)}"
+        )
     console.print(
         "every member is in exactly one state; A/B slots mean no device runs half an update"
     )
