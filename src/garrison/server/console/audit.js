@@ -6,6 +6,11 @@ import { banner, chip, empty, fill, fmtNumber, fmtTime, h, icon, table } from ".
 
 const PAGE = 50;
 
+function brief(value) {
+  const text = typeof value === "string" ? value : JSON.stringify(value);
+  return text.length > 40 ? `${text.slice(0, 39)}…` : text;
+}
+
 function detailsCell(entry) {
   const keys = Object.keys(entry.details || {});
   if (!keys.length) return h("span", { class: "faint" }, "—");
@@ -15,7 +20,7 @@ function detailsCell(entry) {
       ? reason
       : keys
           .slice(0, 3)
-          .map((k) => `${k}: ${typeof entry.details[k] === "object" ? "…" : entry.details[k]}`)
+          .map((k) => `${k}: ${brief(entry.details[k])}`)
           .join(" · ");
   return h(
     "details",

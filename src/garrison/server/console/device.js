@@ -233,8 +233,12 @@ export async function render(ctx) {
         ),
       ),
       h("div", { class: "grid two" }, identityCard(d), inventoryCard(d, null)),
-      h("div", { class: "grid two" }, desiredCard(d), membershipCard(d)),
-      h("div", { class: "grid wide-left top" }, appsCard(d), historyCard(d)),
+      h(
+        "div",
+        { class: "grid two top" },
+        h("div", { class: "grid" }, desiredCard(d), membershipCard(d), appsCard(d)),
+        historyCard(d),
+      ),
     );
   }
 
