@@ -163,12 +163,12 @@ const TONES = {
     "updating",
     "reverting",
     "trying",
-    "booted",
+    "trial",
   ],
   warn: ["paused", "reverted", "hold", "pinned", "retiring"],
   bad: ["failed", "rolled-back", "revoked", "refused", "halted", "error", "broken"],
 };
-const LIVE = new Set(["running", "downloading", "installing", "reverting", "updating", "trying"]);
+const LIVE = new Set(["running", "downloading", "installing", "reverting", "updating", "trying", "trial"]);
 
 export function tone(state) {
   const key = String(state || "").toLowerCase();
