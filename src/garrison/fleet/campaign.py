@@ -250,7 +250,7 @@ def phase_name(phase: int) -> str:
 # -- the scheduler's decision ---------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Member:
     """One device's place in a campaign, as the scheduler sees it. A ``waiting`` device is
     pending but held by another active campaign: it cannot be assigned yet, and the

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
+from sqlalchemy import Connection, and_, case, exists, func, null, or_, select, update
 
 from garrison.errors import Conflict, InvalidRequest
 from garrison.fleet.campaign import (
@@ -172,19 +172,30 @@ def _campaign_query() -> Any:
 
 
 def campaign_members(
-    conn: Connection, campaign_id: int, waiting: frozenset[int] = frozenset()
+    conn: Connection,
+    campaign_id: int,
+    *,
+    phase: int | None = None,
+    assigned_after: dt.datetime | None = None,
 ) -> list[Member]:
-    """Every device's place in the campaign, as :func:`.campaign.decide` takes it
-    (``waiting``: pending devices held by another campaign, from :func:`sync_members`)."""
+    """Every device's place in the campaign, as :func:`.campaign.decide` takes it (which
+    devices wait for another campaign is :func:`plan_sync`'s business). Timestamps are read
+    only where a decision needs them — ``updated_at`` of the devices of ``phase``,
+    ``assigned_at`` after ``assigned_after`` — which keeps a 10,000-device read cheap."""
+    updated: Any = (
+        null() if phase is None else case((cd.c.phase == phase, cd.c.updated_at), else_=null())
+    )
+    assigned: Any = (
+        null()
+        if assigned_after is None
+        else case((cd.c.assigned_at > assigned_after, cd.c.assigned_at), else_=null())
+    )
     rows = conn.execute(
-        select(cd.c.device_id, cd.c.state, cd.c.phase, cd.c.assigned_at, cd.c.updated_at).where(
+        select(cd.c.device_id, cd.c.state, cd.c.phase, assigned, updated).where(
             cd.c.campaign_id == campaign_id
         )
     )
-    return [
-        Member(r.device_id, r.state, r.phase, r.assigned_at, r.updated_at, r.device_id in waiting)
-        for r in rows
-    ]
+    return [Member(*r) for r in rows]
 
 
 def _view(row: Any, members: Sequence[Member]) -> CampaignView:
@@ -335,36 +346,83 @@ def _exclusion(model: str, status: str, release: ReleaseInfo, pinned: bool) -> s
 
 
 @dataclass(frozen=True)
-class Synced:
-    """What :func:`sync_members` changed, and which pending devices wait for another
-    campaign (they cannot be assigned yet)."""
+class SyncPlan:
+    """What :func:`plan_sync` found: rows to insert, rows to change (each only if still in
+    the state it was read in), and the pending devices that wait for another campaign."""
 
-    changed: list[int]
+    inserts: list[dict[str, Any]]
+    changes: list[dict[str, Any]]
     waiting: frozenset[int]
 
+    def apply_to(self, members: Sequence[Member]) -> list[Member]:
+        """``members`` as they will be once the plan is applied (for the decision)."""
+        if not (self.inserts or self.changes or self.waiting):
+            return list(members)
+        changed = {c["d"]: c["new"] for c in self.changes}
+        out = [
+            Member(
+                m.device_id,
+                changed.get(m.device_id, m.state),
+                m.phase,
+                m.assigned_at,
+                m.updated_at,
+                m.device_id in self.waiting,
+            )
+            for m in members
+        ]
+        out += [
+            Member(
+                r["device_id"],
+                r["state"],
+                None,
+                None,
+                r["updated_at"],
+                r["device_id"] in self.waiting,
+            )
+            for r in self.inserts
+        ]
+        return out
 
-def sync_members(
+
+def plan_sync(
     conn: Connection, campaign_id: int, group_id: int, release: ReleaseInfo, now: dt.datetime
-) -> Synced:
-    """Bring the campaign's device list up to date with its group: new members join
-    (``pending``; ``excluded`` with the reason when of another hardware model, revoked or
-    pinned by a device entry; ``succeeded`` without a phase when already running the
-    release); pending and excluded rows are re-evaluated; devices that left the group
-    before being assigned are excluded. Rows that started are never touched.
+) -> SyncPlan:
+    """How to bring the campaign's device list up to date with its group (reads only):
+    new members join (``pending``; ``excluded`` with the reason when of another hardware
+    model, revoked or pinned by a device entry; ``succeeded`` without a phase when already
+    running the release); pending and excluded rows are re-evaluated; devices that left the
+    group before being assigned are excluded. Rows that started are never touched, and only
+    those (new, pending, excluded) are read: the cost follows the devices still waiting.
 
     A device in two groups with active campaigns belongs to the campaign where it started,
     else to the older campaign: in the other it is ``pending``, *waiting* (detail "waiting
     for campaign N") until that campaign ends."""
-    members = conn.execute(
-        select(devices.c.id, devices.c.model, devices.c.status, device_inventory.c.firmware)
-        .select_from(
-            group_members.join(devices, devices.c.id == group_members.c.device_id).outerjoin(
-                device_inventory, device_inventory.c.device_id == devices.c.id
-            )
-        )
-        .where(group_members.c.group_id == group_id)
-    ).all()
     in_group = group_members.c.group_id == group_id
+    candidates = conn.execute(
+        select(
+            devices.c.id,
+            devices.c.model,
+            devices.c.status,
+            device_inventory.c.firmware,
+            cd.c.state,
+            cd.c.detail,
+        )
+        .select_from(
+            group_members.join(devices, devices.c.id == group_members.c.device_id)
+            .outerjoin(device_inventory, device_inventory.c.device_id == devices.c.id)
+            .outerjoin(cd, and_(cd.c.device_id == devices.c.id, cd.c.campaign_id == campaign_id))
+        )
+        .where(in_group, or_(cd.c.state.is_(None), cd.c.state.in_((PENDING, EXCLUDED))))
+    ).all()
+    left = conn.execute(
+        select(cd.c.device_id, cd.c.state, cd.c.detail).where(
+            cd.c.campaign_id == campaign_id,
+            cd.c.state.in_((PENDING, EXCLUDED)),
+            ~exists().where(in_group, group_members.c.device_id == cd.c.device_id),
+        )
+    ).all()
+    if not candidates and not left:
+        return SyncPlan([], [], frozenset())
     pinned = set(
         conn.execute(
             select(desired_state.c.scope_id)
@@ -394,15 +452,10 @@ def sync_members(
         .order_by(other.c.campaign_id)
     ):
         elsewhere.setdefault(row.device_id, row.campaign_id)
-    existing = {
-        r.device_id: (r.state, r.detail)
-        for r in conn.execute(
-            select(cd.c.device_id, cd.c.state, cd.c.detail).where(cd.c.campaign_id == campaign_id)
-        )
-    }
     inserts: list[dict[str, Any]] = []
     changes: list[dict[str, Any]] = []
-    for m in members:
+    waiting = set()
+    for m in candidates:
         why = _exclusion(m.model, m.status, release, m.id in pinned)
         if why:
             state, detail = EXCLUDED, why
@@ -410,9 +463,10 @@ def sync_members(
             state, detail = SUCCEEDED, f"already running {release.version}"
         elif m.id in elsewhere:
             state, detail = PENDING, f"waiting for campaign {elsewhere[m.id]}"
+            waiting.add(m.id)
         else:
             state, detail = PENDING, None
-        if m.id not in existing:
+        if m.state is None:
             inserts.append(
                 {
                     "campaign_id": campaign_id,
@@ -425,30 +479,34 @@ def sync_members(
                     "detail": detail,
                 }
             )
-        elif existing[m.id][0] in (PENDING, EXCLUDED) and existing[m.id] != (state, detail):
-            changes.append({"d": m.id, "old": existing[m.id][0], "new": state, "why": detail})
-    present = {m.id for m in members}
-    for device_id, (state, detail) in existing.items():
-        if (
-            device_id not in present
-            and state in (PENDING, EXCLUDED)
-            and (state, detail) != (EXCLUDED, "left the group")
-        ):
+        elif (m.state, m.detail) != (state, detail):
+            changes.append({"d": m.id, "old": m.state, "new": state, "why": detail})
+    for device_id, state, detail in left:
+        if (state, detail) != (EXCLUDED, "left the group"):
             changes.append({"d": device_id, "old": state, "new": EXCLUDED, "why": "left the group"})
-    if inserts:
-        conn.execute(cd.insert(), inserts)
-    if changes:
-        conn.execute(
+    return SyncPlan(inserts, changes, frozenset(waiting))
+
+
+def apply_sync(conn: Connection, campaign_id: int, plan: SyncPlan, now: dt.datetime) -> list[int]:
+    """Write what :func:`plan_sync` found (a change only where the row is still in the state
+    it was read in); history for devices excluded or found already up to date. Returns the
+    ids of the devices whose row was inserted or changed."""
+    if plan.inserts:
+        conn.execute(cd.insert(), plan.inserts)
+    done = []
+    for change in plan.changes:
+        changed = conn.execute(
             update(cd)
             .where(
                 cd.c.campaign_id == campaign_id,
-                cd.c.device_id == bindparam("d"),
-                cd.c.state == bindparam("old"),
+                cd.c.device_id == change["d"],
+                cd.c.state == change["old"],
             )
-            .values(state=bindparam("new"), detail=bindparam("why"), updated_at=now),
-            changes,
-        )
-    for change in changes:
+            .values(state=change["new"], detail=change["why"], updated_at=now)
+        ).rowcount
+        if changed != 1:
+            continue
+        done.append(change["d"])
         if change["new"] != PENDING:
             add_history(
                 conn,
@@ -458,10 +516,7 @@ def sync_members(
                 {"campaign": campaign_id, "state": change["new"], "detail": change["why"]},
                 now,
             )
-    return Synced(
-        [r["device_id"] for r in inserts] + [c["d"] for c in changes],
-        frozenset(m.id for m in members if m.id in elsewhere),
-    )
+    return [r["device_id"] for r in plan.inserts] + done
 
 
 # -- operator actions -----------------------------------------------------------------
@@ -594,7 +649,7 @@ def create_campaign(conn: Connection, spec: CampaignSpec, actor: str, now: dt.da
             .returning(campaigns.c.id)
         ).scalar_one()
     )
-    sync_members(conn, campaign_id, group.id, release, now)
+    apply_sync(conn, campaign_id, plan_sync(conn, campaign_id, group.id, release, now), now)
     refresh_group(conn, campaign_id, group.id, now)
     members = campaign_members(conn, campaign_id)
     append_audit(

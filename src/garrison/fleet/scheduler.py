@@ -44,24 +44,28 @@ from garrison.fleet.campaign import (
     FAILED,
     HALTED,
     PENDING,
+    RATE_WINDOW,
     REVERTED,
     REVERTING,
     RUNNING,
+    Decision,
     Plan,
     decide,
     phase_name,
 )
 from garrison.fleet.campaigns import (
     CampaignChanged,
+    SyncPlan,
+    apply_sync,
     campaign_members,
     lock_campaign,
+    plan_sync,
     refresh_group,
     save_campaign,
-    sync_members,
     unassign,
 )
 from garrison.fleet.desired_state import set_group_firmware
-from garrison.fleet.directives import load_releases, recompute
+from garrison.fleet.directives import ReleaseInfo, load_releases, recompute
 from garrison.fleet.history import add_history
 from garrison.store.audit_log import AuditEntry, append_audit_many
 from garrison.store.database import Database
@@ -192,19 +196,67 @@ def settle_reverts(conn: Connection, campaign_id: int, now: dt.datetime) -> int:
     return len(settled)
 
 
-def advance_campaign(conn: Connection, campaign_id: int, now: dt.datetime) -> Step | None:
-    """One scheduler step for one campaign, inside the caller's write transaction. None
-    when another replica holds the campaign right now."""
-    row = lock_campaign(conn, campaign_id, skip_locked=True)
-    if row is None:
+@dataclass(frozen=True)
+class Prepared:
+    """A step worked out from a read of the campaign, to apply if nobody moved it since."""
+
+    revision: int
+    state: str
+    group_id: int
+    release: ReleaseInfo
+    sync: SyncPlan
+    decision: Decision
+
+
+def prepare(conn: Connection, campaign_id: int, now: dt.datetime) -> Prepared | None:
+    """Read the campaign and decide its next step (no locks, no writes): the costly part,
+    proportional to the group, kept out of the write transaction. None unless running."""
+    row = conn.execute(select(campaigns).where(campaigns.c.id == campaign_id)).first()
+    if row is None or row.state != RUNNING:
         return None
-    step = Step(campaign_id, row.state, row.phase, settled=settle_reverts(conn, campaign_id, now))
-    if row.state != RUNNING:
-        return step
     release = load_releases(conn, [row.release_id])[row.release_id]
-    synced = sync_members(conn, campaign_id, row.group_id, release, now)
-    members = campaign_members(conn, campaign_id, synced.waiting)
+    sync = plan_sync(conn, campaign_id, row.group_id, release, now)
+    recent = now - RATE_WINDOW
+    members = sync.apply_to(
+        campaign_members(conn, campaign_id, phase=row.phase, assigned_after=recent)
+    )
     decision = decide(Plan.from_text(row.plan), row.phase, row.phase_started_at, members, now)
+    return Prepared(row.revision, row.state, row.group_id, release, sync, decision)
+
+
+def advance_campaign(database: Database, campaign_id: int, now: dt.datetime) -> Step | None:
+    """One scheduler step for one campaign: decide from a read, then apply in a write
+    transaction that locks the campaign row (``SKIP LOCKED``) and checks that its revision
+    did not move in between (:class:`CampaignChanged` otherwise: nothing is applied). None
+    when another replica holds the campaign right now.
+
+    Applying a decision read moments earlier is safe: device reports only move devices
+    forward (so a phase never ends or halts early), assignments and exclusions are
+    conditional on the state they were decided from, and anything that moves devices back
+    (pause, halt, abort, another step) changes the revision."""
+    with database.read() as conn:
+        prepared = prepare(conn, campaign_id, now)
+    with database.write() as conn:
+        row = lock_campaign(conn, campaign_id, skip_locked=True)
+        if row is None:
+            return None
+        step = Step(
+            campaign_id, row.state, row.phase, settled=settle_reverts(conn, campaign_id, now)
+        )
+        if prepared is None or row.state != RUNNING:
+            return step
+        if row.revision != prepared.revision:
+            raise CampaignChanged(f"campaign {campaign_id} moved while its step was prepared")
+        apply_step(conn, row, prepared, step, now)
+    return step
+
+
+def apply_step(
+    conn: Connection, row: Any, prepared: Prepared, step: Step, now: dt.datetime
+) -> None:
+    """Write a prepared step (inside the write transaction that locked ``row``)."""
+    campaign_id, decision, release = row.id, prepared.decision, prepared.release
+    synced = apply_sync(conn, campaign_id, prepared.sync, now)
     step.assigned = _assign(conn, campaign_id, decision.phase, decision.assign, now)
     for device_id in step.assigned:
         add_history(
@@ -222,14 +274,14 @@ def advance_campaign(conn: Connection, campaign_id: int, now: dt.datetime) -> St
     if decision.state == HALTED:
         unassign(conn, campaign_id, "campaign halted", now)
         values["reason"] = (decision.reason or "failure threshold exceeded")[:300]
-    if values:
+    if values or synced or step.assigned:  # the revision moves with every applied step
         save_campaign(conn, row, now, **values)
     if decision.state == COMPLETED:
         set_group_firmware(conn, row.group_id, row.release_id, ACTOR, now)
     if decision.state != row.state:
         refresh_group(conn, campaign_id, row.group_id, now)
     else:
-        recompute(conn, [*step.assigned, *synced.changed], now)
+        recompute(conn, [*step.assigned, *synced], now)
     step.state, step.phase, step.events = decision.state, decision.phase, list(decision.events)
     if decision.events:
         last = len(decision.events) - 1
@@ -246,7 +298,6 @@ def advance_campaign(conn: Connection, campaign_id: int, now: dt.datetime) -> St
             action = final if final and index == last else "campaign.phase"
             entries.append(AuditEntry(ACTOR, action, f"campaign:{campaign_id}", "ok", details))
         append_audit_many(conn, entries, now)
-    return step
 
 
 def due_campaigns(conn: Connection) -> list[int]:
@@ -268,9 +319,12 @@ def tick(database: Database, now: dt.datetime) -> TickReport:
         due = due_campaigns(conn)
     for campaign_id in due:
         try:
-            with database.write() as conn:
-                step = advance_campaign(conn, campaign_id, now)
-        except (CampaignChanged, DBAPIError) as exc:
+            step = advance_campaign(database, campaign_id, now)
+        except CampaignChanged as exc:  # another replica (or an operator) was faster
+            log.info("campaign %s: %s; next tick", campaign_id, exc)
+            report.retry.append(campaign_id)
+            continue
+        except DBAPIError as exc:  # a deadlock or a lost connection: rolled back, retried
             log.warning("campaign %s: step rolled back, retried next tick: %s", campaign_id, exc)
             report.retry.append(campaign_id)
             continue
