@@ -78,12 +78,19 @@ def test_operator_sees_the_fleet_and_a_device(tab: Tab, console_fleet: ConsoleFl
     assert tab.errors() == []
 
 
-def test_an_unknown_device_shows_the_apis_message(tab: Tab, console_fleet: ConsoleFleet) -> None:
+def test_unknown_devices_and_campaigns_show_the_apis_message(
+    tab: Tab, console_fleet: ConsoleFleet
+) -> None:
     tab.login(console_fleet.operator)
     tab.open("/devices/NO-SUCH-DEVICE")
     tab.page.wait_for_selector(".empty >> text=Not found")
     assert "NO-SUCH-DEVICE" in text(tab, ".content .empty")
     assert "NO-SUCH-DEVICE" in text(tab, ".toast")
+    tab.open("/campaigns/999999")
+    tab.page.wait_for_selector(".content .empty >> text=999999")
+    assert "Not found" in text(tab, ".content .empty")
+    tab.open("/no/such/page")
+    tab.page.wait_for_selector("[data-page=overview]")  # unknown routes lead home
     assert all("404" in m for m in tab.errors()), tab.errors()
 
 

@@ -41,7 +41,7 @@ const COLUMNS = [
 
 export async function render(ctx) {
   ctx.crumbs(["Devices"]);
-  const { devices, total } = await listDevices();
+  let { devices, total } = await listDevices();
   const q = ctx.query;
   const search = h("input", {
     class: "input",
@@ -107,6 +107,10 @@ export async function render(ctx) {
     fill(pager, `Page ${page + 1} of ${pages}`, prev, next);
   }
 
+  ctx.every(30000, async () => {
+    ({ devices, total } = await listDevices());
+    if (ctx.alive) update(false);
+  });
   search.addEventListener("input", () => update());
   for (const el of [model, status, group, firmware]) el.addEventListener("change", () => update());
   update();
