@@ -22,6 +22,7 @@ import httpx
 import pytest
 from sqlalchemy import Connection, func, select
 
+from garrison.fleet import campaign_reports
 from garrison.fleet import campaigns as service
 from garrison.fleet.campaign import Plan
 from garrison.fleet.scheduler import TickReport, tick
@@ -215,8 +216,8 @@ class Site:
             target = self.target_of(campaign) if campaign is not None else "fw/x/fw-x.img"
         identity = DeviceIdentity(device_id, self.serials[device_id], "00")
         with self.db.write() as conn:
-            return service.record_report(
-                conn, identity, service.Report(campaign, target, state), self.now
+            return campaign_reports.record_report(
+                conn, identity, campaign_reports.Report(campaign, target, state), self.now
             )
 
     def target_of(self, campaign_id: int) -> str:

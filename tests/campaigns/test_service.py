@@ -11,6 +11,7 @@ from sqlalchemy import select, update
 
 from garrison.errors import Conflict, InvalidRequest
 from garrison.fleet import campaigns as service
+from garrison.fleet import update_level
 from garrison.fleet.campaign import TransitionRefused
 from garrison.fleet.level import FAILED_LEVEL, NOT_REACHED, ON_TARGET, UPDATING
 from garrison.store.audit_log import verify_stored_chain
@@ -304,7 +305,7 @@ def test_abort_with_rollback_sends_updated_devices_back(site: Site) -> None:
         "reverting",
     )
     with site.db.read() as conn:
-        level = {g.group: g for g in service.fleet_level(conn)}["plant"]
+        level = {g.group: g for g in update_level.fleet_level(conn)}["plant"]
     assert level.target is None  # the group has no desired firmware and no active campaign
 
 
@@ -423,7 +424,7 @@ def test_fleet_level_is_a_partition_of_each_group(site: Site) -> None:
     site.clock.advance(dt.timedelta(seconds=1))
     site.inventory(ids[3], "2.0.0", slot_state="trying")  # trial boot: updating
     with site.db.read() as conn:
-        levels = {g.group: g for g in service.fleet_level(conn)}
+        levels = {g.group: g for g in update_level.fleet_level(conn)}
     level = levels["plant"]
     assert level.target == "2.0.0" and level.campaign == campaign
     assert level.devices == {

@@ -1,6 +1,9 @@
-"""Rollout campaigns on the database: create, list, progress, pause / resume / abort, the
-devices' progress reports, and who in a group takes part (the scheduler that assigns devices
-is :mod:`.scheduler`; the decisions are the pure :mod:`.campaign`).
+"""Rollout campaigns on the database: create, list, progress, pause / resume / abort.
+
+Around it: who in a group takes part (:mod:`.campaign_sync`), the devices' progress reports
+(:mod:`.campaign_reports`), the scheduler that assigns devices and moves phases
+(:mod:`.scheduler`), the update level (:mod:`.update_level`); the decisions themselves are
+the pure :mod:`.campaign`.
 
 Guarantees:
 
@@ -15,10 +18,9 @@ Guarantees:
   operator rollback command of issue 3 (``reverting``; ``reverted`` once the device did it);
   a device that commits after such an abort is sent back as well. The decision is recorded
   in the stored plan's ``rollback_on_abort``.
-* A device report changes only its own row, only along the state machine
-  (:func:`.campaign.after_report`), with a conditional update (``WHERE state = <as read>``),
-  and writes the device's history. Within one transaction, locks are taken in the order
-  campaign row → campaign device rows → device rows (directives) → audit head.
+* Within one transaction, locks are taken in the order campaign row → campaign device rows
+  → device rows (directives) → audit head (appended last), here, in the scheduler and in
+  device reports.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, exists, func, null, or_, select, update
+from sqlalchemy import Connection, and_, case, func, null, select, update
 
 from garrison.errors import Conflict, InvalidRequest
 from garrison.fleet.campaign import (
@@ -38,7 +40,6 @@ from garrison.fleet.campaign import (
     ASSIGNED,
     CAMPAIGN_STATES,
     DEVICE_STATES,
-    EXCLUDED,
     HALTED,
     PAUSED,
     PENDING,
@@ -48,28 +49,25 @@ from garrison.fleet.campaign import (
     Member,
     PhaseProgress,
     Plan,
-    after_report,
     eligible,
     phase_name,
     progress,
 )
-from garrison.fleet.directives import OVERLAY_DEVICE_STATES, ReleaseInfo, load_releases, recompute
+from garrison.fleet.campaign_sync import apply_sync, plan_sync
+from garrison.fleet.directives import ReleaseInfo, load_releases, recompute
 from garrison.fleet.history import add_history
-from garrison.fleet.level import GroupLevel, MemberFacts, group_level
-from garrison.identity.devices import DeviceIdentity
 from garrison.store.audit_log import append_audit
 from garrison.store.tables import (
     campaign_devices,
     campaigns,
-    desired_state,
     device_groups,
-    device_inventory,
     devices,
     group_members,
     releases,
 )
 from garrison.updates.commands import request_rollback
 
+SYSTEM_ACTOR = "system:scheduler"  # who moves campaigns by themselves (phases, halts, ...)
 MAX_NAME = 64
 MAX_DEVICES_PAGE = 10_000
 
@@ -141,17 +139,6 @@ class CampaignProgress:
     phases: list[PhaseProgress]
     devices: list[DeviceProgress]
     devices_total: int  # matching the filter, before paging
-
-
-@dataclass(frozen=True)
-class Report:
-    """``POST /device/v1/report`` (docs/fleet.md)."""
-
-    campaign: int | None
-    target: str
-    state: str
-    version: str | None = None
-    detail: str = ""
 
 
 # -- reading --------------------------------------------------------------------------
@@ -333,190 +320,6 @@ def campaign_releases(conn: Connection) -> list[ReleaseInfo]:
     ids = conn.execute(select(releases.c.id).where(releases.c.state == "published")).scalars()
     found = [r for r in load_releases(conn, ids).values() if r.install == "image"]
     return sorted(found, key=lambda r: r.id, reverse=True)
-
-
-def _exclusion(model: str, status: str, release: ReleaseInfo, pinned: bool) -> str | None:
-    if status != "active":
-        return f"device is {status}"
-    if model not in release.hardware:
-        return f"hardware {model} is not in the release's list ({', '.join(release.hardware)})"
-    if pinned:
-        return "pinned by a device entry"
-    return None
-
-
-@dataclass(frozen=True)
-class SyncPlan:
-    """What :func:`plan_sync` found: rows to insert, rows to change (each only if still in
-    the state it was read in), and the pending devices that wait for another campaign."""
-
-    inserts: list[dict[str, Any]]
-    changes: list[dict[str, Any]]
-    waiting: frozenset[int]
-
-    def apply_to(self, members: Sequence[Member]) -> list[Member]:
-        """``members`` as they will be once the plan is applied (for the decision)."""
-        if not (self.inserts or self.changes or self.waiting):
-            return list(members)
-        changed = {c["d"]: c["new"] for c in self.changes}
-        out = [
-            Member(
-                m.device_id,
-                changed.get(m.device_id, m.state),
-                m.phase,
-                m.assigned_at,
-                m.updated_at,
-                m.device_id in self.waiting,
-            )
-            for m in members
-        ]
-        out += [
-            Member(
-                r["device_id"],
-                r["state"],
-                None,
-                None,
-                r["updated_at"],
-                r["device_id"] in self.waiting,
-            )
-            for r in self.inserts
-        ]
-        return out
-
-
-def plan_sync(
-    conn: Connection, campaign_id: int, group_id: int, release: ReleaseInfo, now: dt.datetime
-) -> SyncPlan:
-    """How to bring the campaign's device list up to date with its group (reads only):
-    new members join (``pending``; ``excluded`` with the reason when of another hardware
-    model, revoked or pinned by a device entry; ``succeeded`` without a phase when already
-    running the release); pending and excluded rows are re-evaluated; devices that left the
-    group before being assigned are excluded. Rows that started are never touched, and only
-    those (new, pending, excluded) are read: the cost follows the devices still waiting.
-
-    A device in two groups with active campaigns belongs to the campaign where it started,
-    else to the older campaign: in the other it is ``pending``, *waiting* (detail "waiting
-    for campaign N") until that campaign ends."""
-    in_group = group_members.c.group_id == group_id
-    candidates = conn.execute(
-        select(
-            devices.c.id,
-            devices.c.model,
-            devices.c.status,
-            device_inventory.c.firmware,
-            cd.c.state,
-            cd.c.detail,
-        )
-        .select_from(
-            group_members.join(devices, devices.c.id == group_members.c.device_id)
-            .outerjoin(device_inventory, device_inventory.c.device_id == devices.c.id)
-            .outerjoin(cd, and_(cd.c.device_id == devices.c.id, cd.c.campaign_id == campaign_id))
-        )
-        .where(in_group, or_(cd.c.state.is_(None), cd.c.state.in_((PENDING, EXCLUDED))))
-    ).all()
-    left = conn.execute(
-        select(cd.c.device_id, cd.c.state, cd.c.detail).where(
-            cd.c.campaign_id == campaign_id,
-            cd.c.state.in_((PENDING, EXCLUDED)),
-            ~exists().where(in_group, group_members.c.device_id == cd.c.device_id),
-        )
-    ).all()
-    if not candidates and not left:
-        return SyncPlan([], [], frozenset())
-    pinned = set(
-        conn.execute(
-            select(desired_state.c.scope_id)
-            .join(group_members, group_members.c.device_id == desired_state.c.scope_id)
-            .where(
-                in_group,
-                desired_state.c.scope == "device",
-                desired_state.c.firmware_release_id.is_not(None),
-            )
-        ).scalars()
-    )
-    other = cd.alias("other")
-    elsewhere: dict[int, int] = {}
-    for row in conn.execute(
-        select(other.c.device_id, other.c.campaign_id)
-        .join(campaigns, campaigns.c.id == other.c.campaign_id)
-        .join(group_members, group_members.c.device_id == other.c.device_id)
-        .where(
-            in_group,
-            campaigns.c.state.in_(ACTIVE),
-            other.c.campaign_id != campaign_id,
-            or_(
-                other.c.state.not_in((PENDING, EXCLUDED)),
-                and_(other.c.state == PENDING, other.c.campaign_id < campaign_id),
-            ),
-        )
-        .order_by(other.c.campaign_id)
-    ):
-        elsewhere.setdefault(row.device_id, row.campaign_id)
-    inserts: list[dict[str, Any]] = []
-    changes: list[dict[str, Any]] = []
-    waiting = set()
-    for m in candidates:
-        why = _exclusion(m.model, m.status, release, m.id in pinned)
-        if why:
-            state, detail = EXCLUDED, why
-        elif m.firmware == release.version:
-            state, detail = SUCCEEDED, f"already running {release.version}"
-        elif m.id in elsewhere:
-            state, detail = PENDING, f"waiting for campaign {elsewhere[m.id]}"
-            waiting.add(m.id)
-        else:
-            state, detail = PENDING, None
-        if m.state is None:
-            inserts.append(
-                {
-                    "campaign_id": campaign_id,
-                    "device_id": m.id,
-                    "phase": None,
-                    "state": state,
-                    "from_version": m.firmware,
-                    "assigned_at": None,
-                    "updated_at": now,
-                    "detail": detail,
-                }
-            )
-        elif (m.state, m.detail) != (state, detail):
-            changes.append({"d": m.id, "old": m.state, "new": state, "why": detail})
-    for device_id, state, detail in left:
-        if (state, detail) != (EXCLUDED, "left the group"):
-            changes.append({"d": device_id, "old": state, "new": EXCLUDED, "why": "left the group"})
-    return SyncPlan(inserts, changes, frozenset(waiting))
-
-
-def apply_sync(conn: Connection, campaign_id: int, plan: SyncPlan, now: dt.datetime) -> list[int]:
-    """Write what :func:`plan_sync` found (a change only where the row is still in the state
-    it was read in); history for devices excluded or found already up to date. Returns the
-    ids of the devices whose row was inserted or changed."""
-    if plan.inserts:
-        conn.execute(cd.insert(), plan.inserts)
-    done = []
-    for change in plan.changes:
-        changed = conn.execute(
-            update(cd)
-            .where(
-                cd.c.campaign_id == campaign_id,
-                cd.c.device_id == change["d"],
-                cd.c.state == change["old"],
-            )
-            .values(state=change["new"], detail=change["why"], updated_at=now)
-        ).rowcount
-        if changed != 1:
-            continue
-        done.append(change["d"])
-        if change["new"] != PENDING:
-            add_history(
-                conn,
-                change["d"],
-                "campaign",
-                f"campaign {campaign_id}: {change['new']} ({change['why']})",
-                {"campaign": campaign_id, "state": change["new"], "detail": change["why"]},
-                now,
-            )
-    return [r["device_id"] for r in plan.inserts] + done
 
 
 # -- operator actions -----------------------------------------------------------------
@@ -720,7 +523,7 @@ def abort_campaign(
     back = unassign(conn, campaign_id, "campaign aborted", now)
     serials: list[str] = []
     if rollback:
-        serials = _revert(conn, campaign_id, actor, now)
+        serials = revert_updated(conn, campaign_id, actor, now)
     recorded = Plan.from_json({**plan.to_json(), "rollback_on_abort": rollback})
     save_campaign(
         conn,
@@ -742,7 +545,7 @@ def abort_campaign(
     return serials
 
 
-def _revert(
+def revert_updated(
     conn: Connection,
     campaign_id: int,
     actor: str,
@@ -805,195 +608,3 @@ def _audit(
         now=now,
         details={"campaign": campaign_id, **details},
     )
-
-
-# -- device reports -------------------------------------------------------------------
-
-
-def record_report(
-    conn: Connection, device: DeviceIdentity, report: Report, now: dt.datetime
-) -> str | None:
-    """Record what ``device`` reports; returns its campaign state after the report (None
-    for a report outside any campaign, which only goes to its history). Conflict (nothing
-    changed) for a campaign the device is not in, another release, or a transition the
-    state machine does not allow."""
-    detail = report.detail[:300]
-    if report.campaign is None:
-        add_history(
-            conn,
-            device.device_id,
-            "update",
-            f"{report.target}: {report.state}" + (f" ({detail})" if detail else ""),
-            {"target": report.target, "state": report.state, "version": report.version},
-            now,
-        )
-        return None
-    for _ in range(2):  # a concurrent change of the row: read again, decide again, once
-        place = conn.execute(
-            select(
-                cd.c.state,
-                cd.c.phase,
-                cd.c.assigned_at,
-                campaigns.c.state.label("campaign_state"),
-                campaigns.c.phase.label("campaign_phase"),
-                campaigns.c.plan,
-                releases.c.target_path,
-                releases.c.version,
-            )
-            .select_from(
-                cd.join(campaigns, campaigns.c.id == cd.c.campaign_id).join(
-                    releases, releases.c.id == campaigns.c.release_id
-                )
-            )
-            .where(cd.c.campaign_id == report.campaign, cd.c.device_id == device.device_id)
-        ).first()
-        if place is None:
-            raise Conflict(
-                f"device {device.serial} is not in campaign {report.campaign}",
-                hint="report the campaign named by the device's directive",
-            )
-        if report.target != place.target_path or report.version not in (None, place.version):
-            raise Conflict(
-                f"campaign {report.campaign} rolls out {place.target_path} "
-                f"({place.version}); this report is about {report.target[:120]} "
-                f"({(report.version or '?')[:40]})"
-            )
-        new = after_report(place.state, report.state, was_assigned=place.assigned_at is not None)
-        if new is None:
-            return str(place.state)
-        changed = conn.execute(
-            update(cd)
-            .where(
-                cd.c.campaign_id == report.campaign,
-                cd.c.device_id == device.device_id,
-                cd.c.state == place.state,
-            )
-            .values(
-                state=new,
-                updated_at=now,
-                detail=detail or None,
-                phase=place.phase if place.phase is not None else place.campaign_phase,
-            )
-        ).rowcount
-        if changed == 1:
-            break
-    else:
-        raise CampaignChanged(
-            f"device {device.serial}'s place in campaign {report.campaign} keeps changing",
-            hint="send the report again",
-        )
-    add_history(
-        conn,
-        device.device_id,
-        "campaign",
-        f"campaign {report.campaign}: {report.state} {place.version}"
-        + (f" ({detail})" if detail else ""),
-        {"campaign": report.campaign, "state": new, "reported": report.state, "detail": detail},
-        now,
-    )
-    final = new
-    if (
-        new == SUCCEEDED
-        and place.campaign_state == ABORTED
-        and Plan.from_text(place.plan).rollback_on_abort
-    ):
-        _revert(conn, report.campaign, "scheduler", now, [device.device_id])
-        final = REVERTING
-    if (place.state in OVERLAY_DEVICE_STATES) != (final in OVERLAY_DEVICE_STATES):
-        recompute(conn, [device.device_id], now)
-    return final
-
-
-# -- the update level -----------------------------------------------------------------
-
-
-def fleet_level(conn: Connection) -> list[GroupLevel]:
-    """The update level of every group (by name), each with its proof (see
-    :mod:`.level`). A group's target is the release of its active campaign, else its
-    desired firmware; device states come from the newest campaign of the group for that
-    release. Only active devices count (revoked ones are not in the fleet any more)."""
-    groups = conn.execute(
-        select(device_groups.c.id, device_groups.c.name).order_by(device_groups.c.name)
-    ).all()
-    active = {
-        r.group_id: (r.id, r.release_id)
-        for r in conn.execute(
-            select(campaigns.c.id, campaigns.c.group_id, campaigns.c.release_id).where(
-                campaigns.c.state.in_(ACTIVE)
-            )
-        )
-    }
-    desired = {
-        r.scope_id: r.firmware_release_id
-        for r in conn.execute(
-            select(desired_state.c.scope_id, desired_state.c.firmware_release_id).where(
-                desired_state.c.scope == "group", desired_state.c.firmware_release_id.is_not(None)
-            )
-        )
-    }
-    newest: dict[tuple[int, int], int] = {}
-    for r in conn.execute(select(campaigns.c.id, campaigns.c.group_id, campaigns.c.release_id)):
-        key = (r.group_id, r.release_id)
-        newest[key] = max(newest.get(key, 0), r.id)
-    targets: dict[int, tuple[int | None, int | None]] = {}
-    for g in groups:
-        if g.id in active:
-            targets[g.id] = (active[g.id][1], active[g.id][0])
-        elif g.id in desired:
-            targets[g.id] = (desired[g.id], newest.get((g.id, desired[g.id])))
-        else:
-            targets[g.id] = (None, None)
-    versions = {
-        r.id: r.version
-        for r in conn.execute(
-            select(releases.c.id, releases.c.version).where(
-                releases.c.id.in_([t for t, _ in targets.values() if t is not None])
-            )
-        )
-    }
-    chosen = [c for _, c in targets.values() if c is not None]
-    places: dict[tuple[int, int], tuple[str, dt.datetime]] = {}
-    if chosen:
-        for p in conn.execute(
-            select(cd.c.campaign_id, cd.c.device_id, cd.c.state, cd.c.updated_at).where(
-                cd.c.campaign_id.in_(chosen)
-            )
-        ):
-            places[(p.campaign_id, p.device_id)] = (p.state, p.updated_at)
-    by_group: dict[int, list[Any]] = {g.id: [] for g in groups}
-    for member in conn.execute(
-        select(
-            group_members.c.group_id,
-            devices.c.id,
-            devices.c.serial,
-            device_inventory.c.firmware,
-            device_inventory.c.slot_state,
-            device_inventory.c.reported_at,
-        )
-        .select_from(
-            group_members.join(devices, devices.c.id == group_members.c.device_id).outerjoin(
-                device_inventory, device_inventory.c.device_id == devices.c.id
-            )
-        )
-        .where(devices.c.status == "active")
-    ):
-        by_group[member.group_id].append(member)
-    levels = []
-    for g in groups:
-        release_id, campaign_id = targets[g.id]
-        facts = []
-        for r in by_group[g.id]:
-            place = places.get((campaign_id, r.id)) if campaign_id is not None else None
-            facts.append(
-                MemberFacts(
-                    r.serial,
-                    r.firmware,
-                    r.slot_state,
-                    r.reported_at,
-                    place[0] if place else None,
-                    place[1] if place else None,
-                )
-            )
-        target = versions.get(release_id) if release_id is not None else None
-        levels.append(group_level(g.name, target, campaign_id, facts))
-    return levels

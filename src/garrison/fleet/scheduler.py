@@ -53,13 +53,12 @@ from garrison.fleet.campaign import (
     decide,
     phase_name,
 )
+from garrison.fleet.campaign_sync import SyncPlan, apply_sync, plan_sync
 from garrison.fleet.campaigns import (
+    SYSTEM_ACTOR,
     CampaignChanged,
-    SyncPlan,
-    apply_sync,
     campaign_members,
     lock_campaign,
-    plan_sync,
     refresh_group,
     save_campaign,
     unassign,
@@ -74,7 +73,7 @@ from garrison.updates.commands import ROLLBACK
 
 log = logging.getLogger(__name__)
 
-ACTOR = "system:scheduler"
+ACTOR = SYSTEM_ACTOR
 TICK_SECONDS = 1.0
 TICK_JITTER_SECONDS = 0.2
 CHUNK = 500

@@ -13,7 +13,9 @@ from starlette.concurrency import run_in_threadpool
 
 from garrison.fleet import campaigns as service
 from garrison.fleet.campaign import Plan, phase_name
+from garrison.fleet.campaign_reports import Report, record_report
 from garrison.fleet.level import CATEGORIES, GroupLevel
+from garrison.fleet.update_level import fleet_level as read_fleet_level
 from garrison.server import campaign_schemas as cs
 from garrison.server.context import CampaignManager, CurrentDevice, DeviceReader, Plane
 
@@ -231,7 +233,7 @@ async def fleet_level(
 
     def run() -> list[GroupLevel]:
         with cp.database.read() as conn:
-            return service.fleet_level(conn)
+            return read_fleet_level(conn)
 
     levels = await run_in_threadpool(run)
     distinct = {s for level in levels for serials in level.devices.values() for s in serials}
@@ -252,10 +254,10 @@ async def report(body: cs.DeviceReport, device: CurrentDevice, cp: Plane) -> cs.
     """Progress of the directive's firmware: downloading, downloaded, installing, then
     committed, rolled-back or failed. 409 (nothing changed) for a campaign this device is
     not in, another release, or a step backwards."""
-    found = service.Report(body.campaign, body.target, body.state, body.version, body.detail)
+    found = Report(body.campaign, body.target, body.state, body.version, body.detail)
 
     def run() -> str | None:
         with cp.database.write() as conn:
-            return service.record_report(conn, device, found, cp.now())
+            return record_report(conn, device, found, cp.now())
 
     return cs.ReportResult(campaign=body.campaign, state=await run_in_threadpool(run))
