@@ -347,7 +347,7 @@ def show(world: World, campaign: int, token: str | None = None) -> dict[str, Any
 
 
 def wait_for(
-    world: World, campaign: int, check: Callable[[dict[str, Any]], bool], seconds: float = 20
+    world: World, campaign: int, check: Callable[[dict[str, Any]], bool], seconds: float = 60
 ) -> dict[str, Any]:
     """The campaign once ``check`` holds (the scheduler ticks about once a second)."""
     deadline = time.monotonic() + seconds
