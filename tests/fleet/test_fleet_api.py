@@ -5,7 +5,6 @@ an audited refusal, and changes nothing."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections.abc import Callable
 from typing import Any
@@ -16,13 +15,11 @@ from sqlalchemy import select
 
 from garrison.store.tables import (
     audit_log,
-    campaigns,
     desired_state,
     device_directives,
     device_groups,
     device_tags,
     group_members,
-    releases,
 )
 from tests.fleet.conftest import World
 
@@ -389,35 +386,28 @@ def test_malformed_and_conflicting_requests_are_refused_and_change_nothing(world
 
 
 def test_a_group_with_a_campaign_is_not_deleted(world: World) -> None:
+    """A campaign (created, then paused, through the campaign API) holds its group: 409
+    while it is active, and still after it was aborted (its history needs the group)."""
     fw, group = world.unique("fw"), world.unique("g")
     world.publish(fw, "1.0.0")
+    device = world.enroll()
+    world.checkin(device)
     with world.api() as api:
-        created = api.post("/groups", json={"name": group})
-    now = dt.datetime.now(dt.UTC)
-    with world.fleet.database.write() as conn:
-        release = conn.execute(select(releases.c.id).where(releases.c.name == fw)).scalar_one()
-        gid = conn.execute(
-            select(device_groups.c.id).where(device_groups.c.name == group)
-        ).scalar_one()
-        conn.execute(
-            campaigns.insert().values(
-                name="c",
-                group_id=gid,
-                release_id=release,
-                plan="{}",
-                state="running",
-                phase=0,
-                revision=0,
-                created_by="principal:otto",
-                created_at=now,
-                updated_at=now,
-            )
+        assert api.post("/groups", json={"name": group}).status_code == 201
+        api.post(f"/groups/{group}/members", json={"add": [device.serial]})
+        made = api.post(
+            "/campaigns",
+            json={"name": "hold", "group": group, "release": {"name": fw, "version": "1.0.0"}},
         )
-    assert created.status_code == 201
-    entry = refused(
-        world, lambda api: api.delete(f"/groups/{group}"), 409, "has a running campaign"
-    )
+        assert made.status_code == 201, made.text
+        campaign = made.json()["id"]
+        assert api.post(f"/campaigns/{campaign}/pause").status_code == 200
+    entry = refused(world, lambda api: api.delete(f"/groups/{group}"), 409, "has a paused campaign")
     assert entry["action"] == "group.delete" and entry["target"] == group
+    with world.api() as api:
+        aborted = api.post(f"/campaigns/{campaign}/abort", json={"rollback": False})
+        assert aborted.status_code == 200, aborted.text
+    refused(world, lambda api: api.delete(f"/groups/{group}"), 409, "target of 1 campaign(s)")
 
 
 @pytest.mark.parametrize("who", ["auditor", "release_manager"])
