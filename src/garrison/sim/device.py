@@ -184,6 +184,7 @@ class SimDevice:
         self.clock = clock
         self._started = time.monotonic()
         self.last_error: str | None = None
+        self.stopped = False
 
     @property
     def serial(self) -> str:
@@ -330,11 +331,11 @@ class SimDevice:
         return max(0.05, poll + self.rng.uniform(-jitter, jitter))
 
     async def run(self, first_delay: float = 0.0) -> None:
-        """Cycle until cancelled; a failed cycle is counted and tried again after the
-        usual wait."""
+        """Cycle until cancelled or :attr:`stopped`; a failed cycle is counted and tried
+        again after the usual wait."""
         if first_delay > 0:
             await asyncio.sleep(first_delay)
-        while True:
+        while not self.stopped:
             try:
                 await self.cycle()
             except SimDeviceError as exc:

@@ -120,6 +120,8 @@ class Simulator:
 
     async def stop(self) -> None:
         """Stop every device (mid-install ones too) and close their connections."""
+        for device in self.devices:
+            device.stopped = True  # should a cancellation be lost, the loop still ends
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -173,16 +173,14 @@ class HttpConnection(asyncio.Protocol):
         """Connect (and complete the TLS handshake) within ``timeout`` seconds."""
         loop = asyncio.get_running_loop()
         try:
-            _transport, protocol = await asyncio.wait_for(
-                loop.create_connection(
+            async with asyncio.timeout(timeout):
+                _transport, protocol = await loop.create_connection(
                     lambda: cls(host),
                     host,
                     port,
                     ssl=ssl_context,
                     server_hostname=host if ssl_context is not None else None,
-                ),
-                timeout,
-            )
+                )
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             raise HttpProtocolError(f"cannot connect to {host}:{port}: {exc!r}") from exc
         return protocol
@@ -247,7 +245,8 @@ class HttpConnection(asyncio.Protocol):
         if timeout is None:
             return await waiter
         try:
-            return await asyncio.wait_for(waiter, timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: it can swallow a cancel (3.11)
+                return await waiter
         except TimeoutError:
             self._waiter = None
             self.close()
