@@ -37,6 +37,7 @@ from garrison.agent.converge import (
     ConfigureApp,
     DownloadApp,
     DownloadFirmware,
+    Hold,
     InstallApp,
     InstallFirmware,
     RemoveApp,
@@ -297,7 +298,11 @@ class SimDevice:
                     self.state.configured_app(name, app_files.config_digest(config))
                 case RemoveApp(name, _version):
                     self.state.removed_app(name)
-                case _:  # Hold, WaitForWindow: nothing to do now
+                case Hold(failure):
+                    # as the agent: a campaign other than the one the target failed in is
+                    # told at once that it will not be tried again here
+                    self.state.held(failure, getattr(step, "campaign", None))
+                case _:  # WaitForWindow: nothing to do now
                     pass
         self.state.confirm(directive.firmware)
 

@@ -9,8 +9,8 @@ the inventory changed — and reports in the agent's wire forms and states:
   ``committed`` or ``rolled-back`` (the health check failed; the previous version runs
   again, as after an A/B trial boot), each (campaign, target, state) queued once;
 * a campaign's firmware that already runs is reported ``committed`` once;
-* a target that rolled back here under a directive entry (same target and campaign) is
-  held, never retried, until the directive changes;
+* a target that rolled back here is held as the agent's planner decides (not tried again;
+  a campaign other than the one it failed in gets a ``failed`` report);
 * an operator's ``rollback`` command puts the previous version back (``committed``), or is
   ``refused`` when there is none.
 """
@@ -164,6 +164,18 @@ class DeviceState:
         self.report(
             firmware.target, firmware.campaign, firmware.version, "committed", "already runs"
         )
+
+    def held(self, failure: Failure, campaign: int | None) -> None:
+        """A target that failed here before, named again by ``campaign``: reported
+        ``failed`` to a campaign other than the one it failed in, never tried again."""
+        if campaign is not None and campaign != failure.campaign:
+            self.report(
+                failure.target,
+                campaign,
+                failure.version,
+                "failed",
+                f"{failure.outcome} on this device before ({failure.event}); not tried again",
+            )
 
     def installed_app(self, entry: AppEntry) -> None:
         self.apps[entry.name] = entry.version
