@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from garrison.errors import Conflict
 from garrison.fleet.campaign import ABORTED, REVERTING, SUCCEEDED, Plan, after_report
@@ -23,6 +23,40 @@ from garrison.identity.devices import DeviceIdentity
 from garrison.store.tables import campaign_devices, campaigns, releases
 
 cd = campaign_devices
+
+# Built once: a report is the hottest write of a rollout (four or so per device).
+_PLACE = (
+    select(
+        cd.c.state,
+        cd.c.phase,
+        cd.c.assigned_at,
+        campaigns.c.state.label("campaign_state"),
+        campaigns.c.phase.label("campaign_phase"),
+        campaigns.c.plan,
+        releases.c.target_path,
+        releases.c.version,
+    )
+    .select_from(
+        cd.join(campaigns, campaigns.c.id == cd.c.campaign_id).join(
+            releases, releases.c.id == campaigns.c.release_id
+        )
+    )
+    .where(cd.c.campaign_id == bindparam("campaign"), cd.c.device_id == bindparam("device"))
+)
+_MOVE = (
+    update(cd)
+    .where(
+        cd.c.campaign_id == bindparam("campaign"),
+        cd.c.device_id == bindparam("device"),
+        cd.c.state == bindparam("old"),
+    )
+    .values(
+        state=bindparam("new"),
+        updated_at=bindparam("at"),
+        detail=bindparam("why"),
+        phase=bindparam("in_phase"),
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -56,22 +90,7 @@ def record_report(
         return None
     for _ in range(2):  # a concurrent change of the row: read again, decide again, once
         place = conn.execute(
-            select(
-                cd.c.state,
-                cd.c.phase,
-                cd.c.assigned_at,
-                campaigns.c.state.label("campaign_state"),
-                campaigns.c.phase.label("campaign_phase"),
-                campaigns.c.plan,
-                releases.c.target_path,
-                releases.c.version,
-            )
-            .select_from(
-                cd.join(campaigns, campaigns.c.id == cd.c.campaign_id).join(
-                    releases, releases.c.id == campaigns.c.release_id
-                )
-            )
-            .where(cd.c.campaign_id == report.campaign, cd.c.device_id == device.device_id)
+            _PLACE, {"campaign": report.campaign, "device": device.device_id}
         ).first()
         if place is None:
             raise Conflict(
@@ -88,18 +107,16 @@ def record_report(
         if new is None:
             return str(place.state)
         changed = conn.execute(
-            update(cd)
-            .where(
-                cd.c.campaign_id == report.campaign,
-                cd.c.device_id == device.device_id,
-                cd.c.state == place.state,
-            )
-            .values(
-                state=new,
-                updated_at=now,
-                detail=detail or None,
-                phase=place.phase if place.phase is not None else place.campaign_phase,
-            )
+            _MOVE,
+            {
+                "campaign": report.campaign,
+                "device": device.device_id,
+                "old": place.state,
+                "new": new,
+                "at": now,
+                "why": detail or None,
+                "in_phase": place.phase if place.phase is not None else place.campaign_phase,
+            },
         ).rowcount
         if changed == 1:
             break
