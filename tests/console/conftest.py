@@ -92,8 +92,10 @@ def console_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleF
         running.database.dispose()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Chromium for one test module. Not for the session: Playwright's synchronous API keeps
+    an event loop running on this thread while it is open, and later tests use asyncio.run()."""
     if not CHROMIUM.exists():
         pytest.skip("Debian's chromium is not installed (scripts/setup installs it)")
     from playwright.sync_api import sync_playwright
