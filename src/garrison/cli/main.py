@@ -13,6 +13,7 @@ from garrison.cli import (
     fleet_cmds,
     group_cmds,
     release_cmds,
+    sim_cmds,
 )
 
 app = typer.Typer(
@@ -23,6 +24,7 @@ app = typer.Typer(
 app.command()(fleet_cmds.init)
 app.command()(fleet_cmds.server)
 app.command()(demo_cmd.demo)
+app.command()(sim_cmds.simulate)
 app.add_typer(admin_cmds.principal_app, name="principal")
 app.add_typer(admin_cmds.batch_app, name="batch")
 app.add_typer(admin_cmds.device_app, name="device")
