@@ -82,7 +82,7 @@ def people(fleet: RunningFleet, scenario: Scenario) -> None:
 
 
 @contextmanager
-def scene(directory: Path, *, install_seconds: float = 5.0) -> Iterator[Scene]:
+def scene(directory: Path, *, install_seconds: float = 10.0) -> Iterator[Scene]:
     """The served fleet, its simulated devices running, and a campaign under way."""
     fleet = make_fleet(
         directory / "fleet",
@@ -99,7 +99,7 @@ def scene(directory: Path, *, install_seconds: float = 5.0) -> Iterator[Scene]:
             scenario.publish("sensor-fw", "1.4.0", ["sensor-1"])
             behaviour = Behaviour(
                 install_seconds=install_seconds,
-                download_seconds=1.0,
+                download_seconds=2.0,
                 failing=frozenset({FAILING}),
                 poll_seconds=2.0,
                 jitter_seconds=0.5,
@@ -168,11 +168,14 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float = 240) -> None
 
 
 def under_way(s: Scene) -> Callable[[], bool]:
-    """The campaign is in wave 2 with the failing gateway rolled back."""
+    """The campaign is in wave 2 or later with the failing gateway rolled back and devices
+    installing."""
 
     def check() -> bool:
         shown = s.scenario.show(s.campaign, limit=0)
-        return bool(shown["phase"] >= 2 and shown["counts"].get("rolled-back"))
+        counts = shown["counts"]
+        moving = sum(counts.get(state, 0) for state in ("downloading", "downloaded", "installing"))
+        return bool(shown["phase"] >= 2 and counts.get("rolled-back") and moving >= 3)
 
     return check
 
@@ -206,11 +209,12 @@ def shoot(s: Scene, out: Path) -> list[Path]:
         page.wait_for_selector("#token")
         save("login")
         sign_in("operator")
-        page.wait_for_selector("[data-page=overview] .level-row")
-        save("overview")
         page.goto(f"{s.fleet.url}/console/#/campaigns/{s.campaign}")
         page.wait_for_selector("[data-page=campaign] .phase")
         save("campaign", full=True)
+        page.goto(f"{s.fleet.url}/console/#/overview")
+        page.wait_for_selector("[data-page=overview] .level-row")
+        save("overview")
         page.goto(f"{s.fleet.url}/console/#/campaigns")
         page.wait_for_selector("[data-page=campaigns] table")
         save("campaigns")
@@ -241,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="garrison-screens-") as tmp, scene(Path(tmp)) as s:
         print(f"fleet at {s.fleet.url}; campaign {s.campaign} started", flush=True)
-        wait_for("wave 2 with a rollback", under_way(s))
+        wait_for("a wave under way after a rollback", under_way(s))
         for path in shoot(s, args.out):
             print(f"saved {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
         if args.serve:

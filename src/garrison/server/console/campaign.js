@@ -77,8 +77,11 @@ function phaseRow(phase, campaignState) {
       " updated",
       moving ? ` · ${fmtNumber(moving)} updating` : "",
       " · ",
-      h("span", { class: over ? "over" : null }, `${fmtNumber(failed)} failed`),
-      ` (${phase.allowed_failures} allowed)`,
+      h(
+        "span",
+        { class: over ? "over" : null, title: `${phase.allowed_failures} failures allowed in this phase` },
+        `failures ${fmtNumber(failed)}/${fmtNumber(phase.allowed_failures)}`,
+      ),
     ),
   );
 }
