@@ -287,6 +287,7 @@ def _run(data_dir: Path, count: int, port: int, keep_running: bool) -> None:
             )
             victim = serials[-1]
             agents_victim = farm.agents.pop(victim)
+            farm.errors.pop(victim, None)
             officer.call("POST", f"/devices/{victim}/revoke", json={"reason": "key-compromise"})
             try:
                 agents_victim.check_in()

@@ -113,7 +113,8 @@ class DeviceFarm:
             agent.cycle()
             self.errors.pop(serial, None)
         except GarrisonError as exc:
-            self.errors[serial] = str(exc).splitlines()[0]
+            if serial in self.agents:  # not a device the demo took out of the farm meanwhile
+                self.errors[serial] = str(exc).splitlines()[0]
         except Exception as exc:  # a demo device must not stop the farm; shown at the end
             log.exception("agent %s failed", serial)
             self.errors[serial] = f"{type(exc).__name__}: {exc}"
