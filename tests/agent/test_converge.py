@@ -20,7 +20,7 @@ from garrison.agent.converge import (
     WaitForWindow,
     plan,
 )
-from garrison.agent.directive import NO_DIRECTIVE, AppEntry, Directive, FirmwareEntry
+from garrison.agent.directive import NO_DIRECTIVE, AppEntry, Directive, FirmwareEntry, KeptApp
 from garrison.fleet.windows import parse_window
 from garrison.updates.apps import config_digest
 
@@ -172,6 +172,22 @@ def test_an_empty_app_list_removes_every_app() -> None:
     result = plan(directive(apps=()), facts(apps=installed), NOW)
     assert result.steps == (RemoveApp("extra", None), RemoveApp("pump", "1.0"))
     assert result.describe() == ["remove app extra", "remove app pump 1.0"]
+
+
+def test_a_kept_app_is_left_exactly_as_it_is() -> None:
+    """Kept (its release cannot be offered here): not removed, not installed, not configured;
+    the other managed apps converge as usual, in or out of the window."""
+    kept = (KeptApp("pump", "release pump 1.3.0 is not built for model gw-2"),)
+    installed = {"pump": AppFacts("1.0", "c" * 64), "extra": AppFacts("3")}
+    result = plan(directive(apps=(LOGGER,), kept_apps=kept), facts(apps=installed), NOW)
+    assert result.steps == (
+        RemoveApp("extra", "3"),
+        DownloadApp("logger", "0.9", LOGGER.target),
+        InstallApp("logger", "0.9", LOGGER.target),
+    )
+    assert plan(directive(apps=(), kept_apps=kept), facts(), NOW).steps == ()  # not installed
+    closed = directive(apps=(), kept_apps=kept, window=SUNDAY_NIGHT)
+    assert plan(closed, facts(apps={"pump": AppFacts("1.0")}), NOW).steps == ()
 
 
 def test_a_missing_app_is_downloaded_installed_and_configured() -> None:

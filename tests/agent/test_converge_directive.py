@@ -10,8 +10,10 @@ import pytest
 
 from garrison.agent.directive import (
     AppEntry,
+    CommandEntry,
     DirectiveInvalid,
     FirmwareEntry,
+    KeptApp,
     directive_to_json,
     parse_directive,
     parse_poll_header,
@@ -28,6 +30,8 @@ EXAMPLE: dict[str, Any] = {  # docs/fleet.md
             "config": {"port": 502},
         }
     ],
+    "kept_apps": [{"name": "opcua", "reason": "release opcua 3.0 is not built for model gw-2"}],
+    "command": {"id": 7, "action": "rollback"},
     "window": {
         "timezone": "Europe/Berlin",
         "slots": [{"days": ["mon"], "start": "02:00", "minutes": 120}],
@@ -44,24 +48,51 @@ def test_the_contract_example() -> None:
     assert directive.apps == (
         AppEntry("modbus-bridge", "1.3.0", "apps/modbus-bridge-1.3.0.tar", {"port": 502}),
     )
+    assert directive.kept_apps == (
+        KeptApp("opcua", "release opcua 3.0 is not built for model gw-2"),
+    )
+    assert directive.kept == {"opcua"} and directive.app("opcua") is None
+    assert directive.command == CommandEntry(7, "rollback")
     assert directive.window is not None and directive.window.timezone == "Europe/Berlin"
     assert (directive.poll_seconds, directive.jitter_seconds) == (1800, 180)
     assert parse_directive(directive_to_json(directive)) == directive
     assert directive.app("modbus-bridge") is not None and directive.app("other") is None
 
 
+def test_a_directive_without_kept_apps_and_command_is_read_as_none_of_either() -> None:
+    older = {k: v for k, v in EXAMPLE.items() if k not in ("kept_apps", "command")}
+    directive = parse_directive(older)
+    assert directive.kept_apps == () and directive.command is None
+    assert directive.apps == parse_directive(EXAMPLE).apps
+    nulls = parse_directive({**EXAMPLE, "kept_apps": None, "command": None})
+    assert nulls.kept_apps == () and nulls.command is None
+    assert parse_directive(directive_to_json(directive)) == directive
+
+
 def test_nulls_mean_stay_unmanaged_and_always_open() -> None:
-    doc = {**EXAMPLE, "firmware": None, "apps": None, "window": None}
+    doc = {**EXAMPLE, "firmware": None, "apps": None, "kept_apps": [], "window": None}
     directive = parse_directive(doc)
     assert directive.firmware is None and directive.apps is None and directive.window is None
     assert parse_directive({**doc, "apps": []}).apps == ()
 
 
-def test_apps_are_ordered_by_name_and_unknown_fields_ignored() -> None:
+def test_apps_are_ordered_by_name() -> None:
     doc = copy.deepcopy(EXAMPLE)
     doc["apps"].insert(0, {"name": "zeta", "version": "1", "target": "apps/z.tar", "config": None})
-    doc["future"] = {"anything": 1}
-    assert [a.name for a in parse_directive(doc).apps or ()] == ["modbus-bridge", "zeta"]
+    doc["kept_apps"].insert(0, {"name": "zulu", "reason": "x"})
+    directive = parse_directive(doc)
+    assert [a.name for a in directive.apps or ()] == ["modbus-bridge", "zeta"]
+    assert [k.name for k in directive.kept_apps] == ["opcua", "zulu"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["future", "firmware.future", "apps.0.future", "kept_apps.0.future", "command.future"],
+)
+def test_a_field_the_agent_does_not_know_is_refused(path: str) -> None:
+    """It might restrict what the device may do: ignoring it could act against it."""
+    with pytest.raises(DirectiveInvalid, match="unknown field"):
+        parse_directive(_with(path, {"anything": 1}))
 
 
 def _with(path: str, value: object) -> dict[str, Any]:
@@ -110,6 +141,22 @@ def _with(path: str, value: object) -> dict[str, Any]:
         (_with("apps.0.config", {"x": "y" * 70_000}), "larger than"),
         (_with("window", {"timezone": "Mars/Olympus", "slots": []}), "directive.window"),
         (_with("window", "always"), "directive.window: a maintenance window"),
+        (_with("kept_apps", {"opcua": "why"}), "kept_apps must be a list"),
+        (_with("kept_apps.0", "opcua"), r"kept_apps\[0\] must be an object"),
+        (_with("kept_apps.0.name", "Bad Name"), r"kept_apps\[0\].name"),
+        (_with("kept_apps.0.name", "modbus-bridge"), "named twice"),
+        (_with("kept_apps.0.reason", None), r"kept_apps\[0\].reason"),
+        (_with("kept_apps.0.reason", "x" * 301), r"kept_apps\[0\].reason"),
+        (_with("kept_apps.0.reason", "line\nbreak"), r"kept_apps\[0\].reason"),
+        ({**EXAMPLE, "apps": None}, "kept_apps needs managed apps"),
+        (_with("command", 7), "command must be an object"),
+        (_with("command", {"id": 7}), "command.action"),
+        (_with("command.id", 0), "command.id"),
+        (_with("command.id", "7"), "command.id"),
+        (_with("command.id", True), "command.id"),
+        (_with("command.action", ""), "command.action"),
+        (_with("command.action", "roll back"), "command.action"),
+        (_with("command.action", "x" * 17), "command.action"),
     ],
 )
 def test_malformed_directives_are_refused(doc: object, message: str) -> None:

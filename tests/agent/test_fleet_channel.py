@@ -55,6 +55,7 @@ class PlayedControlPlane:
             },
         )
         self.report: Handler = lambda _r: httpx.Response(204)
+        self.commands: Handler = lambda _r: httpx.Response(204)
         self.seen: list[tuple[str, str, dict[str, Any] | None]] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
@@ -64,8 +65,10 @@ class PlayedControlPlane:
             ("POST", "/device/v1/checkin"): self.checkin,
             ("GET", "/device/v1/directive"): self.directive,
             ("POST", "/device/v1/report"): self.report,
-            ("GET", "/device/v1/commands"): lambda _r: httpx.Response(204),
+            ("GET", "/device/v1/commands"): self.commands,
         }.get((request.method, request.url.path))
+        if request.method == "POST" and request.url.path.startswith("/device/v1/commands/"):
+            route = lambda _r: httpx.Response(204)  # noqa: E731
         return route(request) if route is not None else httpx.Response(404)
 
 
@@ -92,10 +95,14 @@ def test_a_played_control_plane_is_followed(device: Device) -> None:
     assert apps.installed_apps(device.sim.root) == {}  # apps: [] removes every app
     assert [(m, p) for m, p, _ in plane.seen] == [
         ("POST", "/device/v1/checkin"),
-        ("GET", "/device/v1/directive"),
-        ("GET", "/device/v1/commands"),
+        ("GET", "/device/v1/directive"),  # names no command: /commands is not asked
         ("POST", "/device/v1/checkin"),  # the device changed: checked in again
     ]
+    assert result.exchanges == (
+        ("POST /device/v1/checkin", 200),
+        ("GET /device/v1/directive", 200),
+        ("POST /device/v1/checkin", 200),
+    )
     inventory = plane.seen[0][2]
     assert inventory is not None and inventory["inventory"]["apps"] == {"stray": "1.0"}
     assert plane.seen[-1][2]["inventory"]["apps"] == {}  # type: ignore[index]
@@ -114,6 +121,12 @@ def test_a_played_control_plane_is_followed(device: Device) -> None:
         httpx.Response(200, json={**GOOD, "firmware": {"target": "/etc/shadow", "version": "1"}}),
         httpx.Response(200, json={**GOOD, "window": {"timezone": "Nowhere/Else", "slots": []}}),
         httpx.Response(304, headers={"Garrison-Poll": "soon"}),
+        httpx.Response(200, json={**GOOD, "future": {"anything": 1}}),
+        httpx.Response(200, json={**GOOD, "command": {"id": "7", "action": "rollback"}}),
+        httpx.Response(200, json={**GOOD, "kept_apps": [{"name": "keep"}]}),
+        httpx.Response(
+            200, json={**GOOD, "apps": None, "kept_apps": [{"name": "k", "reason": ""}]}
+        ),
     ],
 )
 def test_a_malformed_directive_is_not_acted_on(device: Device, answer: httpx.Response) -> None:
@@ -127,6 +140,37 @@ def test_a_malformed_directive_is_not_acted_on(device: Device, answer: httpx.Res
     assert apps.installed_apps(device.sim.root) == {"keep": None}
     assert FleetFiles(device.state.root).load_directive() is None  # nothing kept
     assert ("GET", "/device/v1/commands", None) not in plane.seen
+
+
+def test_a_command_named_by_the_directive_is_fetched_and_answered(device: Device) -> None:
+    agent, plane = played(device)
+    agent.cycle()
+    plane.seen.clear()
+    plane.directive = lambda _r: httpx.Response(
+        200, json={**GOOD, "etag": "e-cmd", "command": {"id": 5, "action": "reboot"}}
+    )
+    plane.commands = lambda _r: httpx.Response(200, json={"id": 5, "action": "reboot"})
+    result = agent.cycle()
+    assert result.directive.command is not None and result.directive.command.id == 5
+    assert [(m, p) for m, p, _ in plane.seen] == [
+        ("GET", "/device/v1/directive"),
+        ("GET", "/device/v1/commands"),
+        ("POST", "/device/v1/commands/5"),
+    ]
+    assert plane.seen[-1][2] == {"outcome": "refused", "detail": "unknown action 'reboot'"}
+
+
+def test_a_control_plane_without_directives_is_asked_for_commands_every_cycle(
+    device: Device,
+) -> None:
+    """An older control plane (no directive route): the agent keeps asking /commands."""
+    agent, plane = played(device)
+    plane.directive = lambda _r: httpx.Response(404)
+    for _ in range(2):
+        plane.seen.clear()
+        result = agent.cycle()
+        assert result.directive_status == 404
+        assert ("GET", "/device/v1/commands", None) in plane.seen
 
 
 def test_a_malformed_directive_keeps_the_last_good_one(device: Device) -> None:

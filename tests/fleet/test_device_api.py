@@ -116,6 +116,8 @@ def test_the_directive_answers_304_when_unchanged_and_writes_nothing(world: Worl
             "etag": etag,
             "firmware": None,
             "apps": None,
+            "kept_apps": [],
+            "command": None,
             "window": None,
             "poll_seconds": 1800,
             "jitter_seconds": 180,

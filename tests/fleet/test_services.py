@@ -40,12 +40,18 @@ from garrison.store.tables import (
     audit_log,
     campaign_devices,
     campaigns,
+    desired_state,
     device_directives,
     devices,
     group_members,
     releases,
 )
-from garrison.updates.commands import release_hold, request_rollback
+from garrison.updates.commands import (
+    complete_command,
+    pending_command,
+    release_hold,
+    request_rollback,
+)
 
 NOW = dt.datetime(2026, 11, 21, 10, 0, tzinfo=dt.UTC)
 ACTOR = "principal:otto"
@@ -414,9 +420,14 @@ def test_the_directive_follows_the_conflict_rule_hardware_and_configuration(db: 
         {"name": "opcua", "version": "3.0", "target": "opcua/3.0/opcua-3.0.tar", "config": None},
     ]
     assert doc_a["window"] == window and doc_a["poll_seconds"] == POLL_SECONDS
-    # gw-2: fw 2.0 (line-3 wins) is not built for it, so it stays; opcua is gw-1 only.
+    assert doc_a["kept_apps"] == [] and doc_a["command"] is None
+    # gw-2: fw 2.0 (line-3 wins) is not built for it, so it stays; opcua is gw-1 only: kept
+    # as it is on B (never removed because of it), with the reason.
     assert doc_b["firmware"] is None
     assert [app["name"] for app in doc_b["apps"]] == ["modbus"]
+    assert doc_b["kept_apps"] == [
+        {"name": "opcua", "reason": "release opcua 3.0 is not built for model gw-2"}
+    ]
 
     with db.write() as conn:  # the device's own entry pins it and overrides apps per name
         spec = DesiredSpec(ReleaseRef("fw", "1.0"), [AppSpec("modbus", absent=True)])
@@ -428,6 +439,77 @@ def test_the_directive_follows_the_conflict_rule_hardware_and_configuration(db: 
     assert pinned["firmware"]["version"] == "1.0"
     assert [app["name"] for app in pinned["apps"]] == ["opcua"]
     assert ("desired.set", "device:A") in actions and ("desired.clear", "device:A") in actions
+
+
+def test_an_app_whose_release_cannot_be_offered_is_kept_not_removed(db: Database) -> None:
+    """Fail safe: whatever makes a desired app release unusable for a device (another model,
+    no longer published, not an app, another app's release, gone), the app is listed in
+    ``kept_apps`` with the reason (the agent leaves it as it is), never silently left out of
+    the exhaustive app list (the agent would remove it)."""
+    with db.write() as conn:
+        a = add_device(conn, "A", "gw-2")
+        static(conn, "g", "A")
+        ok = add_release(conn, "modbus", "1.0", install="app", hardware=("gw-1", "gw-2"))
+        other_model = add_release(conn, "opcua", "3.0", install="app", hardware=("gw-1",))
+        later_withdrawn = add_release(conn, "logger", "1.0", install="app", hardware=("gw-2",))
+        image = add_release(conn, "fw", "1.0", hardware=("gw-2",))
+        set_desired(
+            conn,
+            "group",
+            "g",
+            DesiredSpec(
+                apps=[AppSpec("modbus", "1.0"), AppSpec("opcua", "3.0"), AppSpec("logger", "1.0")]
+            ),
+            ACTOR,
+            NOW,
+        )
+        stored = {
+            "modbus": {"release": ok, "config": None},
+            "opcua": {"release": other_model, "config": None},
+            "logger": {"release": later_withdrawn, "config": None},
+            "pump": {"release": image, "config": None},  # an image, not an app
+            "relay": {"release": ok, "config": None},  # modbus's release under another name
+            "ghost": {"release": 987654, "config": None},  # no such release
+            "old": None,  # absent: removed, not kept
+        }
+        conn.execute(
+            update(releases).where(releases.c.id == later_withdrawn).values(state="proposed")
+        )
+        conn.execute(update(desired_state).values(apps=json.dumps(stored)))
+        recompute(conn, [a], NOW)
+        doc = directive(conn, a)
+    assert [app["name"] for app in doc["apps"]] == ["modbus"]
+    assert doc["kept_apps"] == [
+        {"name": "ghost", "reason": "its desired release is unknown"},
+        {"name": "logger", "reason": "release logger 1.0 is not published"},
+        {"name": "opcua", "reason": "release opcua 3.0 is not built for model gw-2"},
+        {"name": "pump", "reason": "release fw 1.0 is not an app release"},
+        {"name": "relay", "reason": "release modbus 1.0 is not a release of app relay"},
+    ]
+
+
+def test_the_oldest_open_command_is_in_the_directive_and_changes_its_etag(db: Database) -> None:
+    """Queueing and completing an operator command recompute the directive: its ETag changes
+    both times (here the hold changes nothing else: the device has no desired firmware)."""
+    with db.write() as conn:
+        a = add_device(conn, "A")
+        idle = load_directive(conn, a, NOW)
+        assert idle.document["command"] is None
+        request_rollback(conn, ["A"], None, ACTOR, NOW)
+        queued = stored_directive(conn, a)
+        command = pending_command(conn, a)
+        assert queued is not None and command is not None and queued.etag != idle.etag
+        assert queued.document["command"] == {"id": command.id, "action": "rollback"}
+        assert queued.document["firmware"] is None
+        request_rollback(conn, ["A"], None, ACTOR, NOW)  # one open command at a time
+        assert stored_directive(conn, a) == queued
+
+        complete_command(conn, a, "A", command.id, "committed", "1.0 runs", NOW)
+        done = stored_directive(conn, a)
+        assert done is not None and done.etag != queued.etag
+        assert done.document["command"] is None
+        assert done.etag == idle.etag  # the command was the only difference
+        assert compute(conn, [a])[a] == done
 
 
 def test_campaign_overlay_hold_and_poll_interval(db: Database) -> None:

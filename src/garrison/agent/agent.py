@@ -10,8 +10,10 @@ One :meth:`Agent.cycle`, over one kept-alive mutual-TLS connection:
    ETag already kept): an idle cycle is one ``GET`` answered ``304``;
 5. converge: :func:`.converge.plan` decides, :class:`.executor.Converger` carries it out
    (firmware and apps TUF-verified, installs only in the maintenance window);
-6. carry out an operator's command (a rollback), send the queued reports, and check in
-   again if the device changed;
+6. carry out an operator's command (a rollback) — only when the directive names one
+   (``command``; or every cycle from a control plane that serves no directive): then
+   ``GET /device/v1/commands`` and its outcome; send the queued
+   reports, and check in again if the device changed;
 7. wait ``poll_seconds`` ± a uniformly random ``jitter_seconds`` (the server's numbers).
 
 The agent keeps its directive and record in ``STATE/fleet`` (:mod:`.fleet_state`).
@@ -67,7 +69,8 @@ class CycleResult:
     """What one cycle did. ``check_in`` is None when nothing changed (no check-in was
     needed); ``directive_status`` is the directive poll's HTTP status (None when the
     check-in's answer showed the kept directive current); ``plan`` is None for an agent
-    without a device."""
+    without a device; ``exchanges`` lists every HTTP exchange of the cycle (after a
+    renewal), in order."""
 
     serial: str
     check_in: CheckInResult | None
@@ -289,7 +292,13 @@ class Agent:
             converger.forget_downloads(_targets(directive))
             outcome = converger.run(planned)
             converger.confirm(directive.firmware)
-        command = run_operator_command(http, UpdateState.of(self.state, config), self.checkpoint)
+        command = None
+        # Asked only when the directive names a command: an idle cycle is one request. A
+        # control plane without directives (204/404: older than them) is asked every cycle.
+        if directive.command is not None or status in (204, 404):
+            command = run_operator_command(
+                http, UpdateState.of(self.state, config), self.checkpoint
+            )
         if command is not None:
             record.last_update = {
                 "target": None,

@@ -14,7 +14,9 @@ The rules, in the order the steps come:
    maintenance window is open, installed (an A/B install: switch, boot, health checks,
    commit or roll back).
 2. **Apps**, only when the directive manages them (``apps`` is a list): every installed
-   app the directive does not name is removed; every named app that does not run in its
+   app the directive does not name is removed — except the apps it *keeps*
+   (``kept_apps``: the control plane cannot offer their release here), which are left
+   exactly as they are; every named app that does not run in its
    version is downloaded and (window open) installed, unless that target already failed
    here; an app whose stored configuration differs from the directive's gets it written
    (after the install, if there is one; the configuration lives beside the versions and
@@ -192,7 +194,7 @@ def plan(directive: Directive, facts: Facts, now: dt.datetime) -> Plan:
                 waiting.append(f"firmware {firmware.version}")
 
     if directive.apps is not None:
-        wanted = {a.name for a in directive.apps}
+        wanted = {a.name for a in directive.apps} | directive.kept
         for name, app in sorted(facts.apps.items()):
             if name not in wanted:
                 if window_open:

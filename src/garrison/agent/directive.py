@@ -5,6 +5,8 @@
      "firmware": {"target": "firmware/gw-2.1.0.img", "version": "2.1.0", "campaign": 3},
      "apps": [{"name": "modbus-bridge", "version": "1.3.0",
                "target": "apps/modbus-bridge-1.3.0.tar", "config": {"port": 502}}],
+     "kept_apps": [{"name": "opcua", "reason": "release opcua 3.0 is not built for model gw-2"}],
+     "command": {"id": 7, "action": "rollback"},
      "window": {"timezone": "Europe/Berlin", "slots": [...]},
      "poll_seconds": 1800, "jitter_seconds": 180}
 
@@ -12,9 +14,19 @@ Rules the device applies, failing closed:
 
 * :func:`parse_directive` accepts only the fields it knows in the shapes above and raises
   :class:`DirectiveInvalid` naming the field otherwise; a device never acts on part of a
-  directive. Fields it does not know are ignored (a newer control plane may add some).
+  directive. A field it does not know — at the top or inside an entry — is refused too: it
+  might restrict what the device may do (as ``kept_apps`` does), and ignoring it would then
+  act against it. ``kept_apps`` and ``command`` may be missing (a control plane that does
+  not send them): none kept, no command.
 * ``firmware: null`` = stay; ``apps: null`` = apps not managed (nothing installed or
   removed); ``apps: []`` = no apps at all; ``window: null`` = always open.
+* ``kept_apps``: managed apps the control plane cannot offer this device (e.g. a release
+  not built for its model), left as they are: not installed, configured or removed. Only
+  with ``apps`` a list; a name is never both in ``apps`` and ``kept_apps``.
+* ``command``: the oldest open operator command (``null``: none). The device fetches and
+  carries it out through ``GET /device/v1/commands`` (:func:`garrison.updates.client.
+  run_operator_command`) only when its directive names one. An action the device does not
+  know is well formed here and refused there (reported ``refused``).
 * App names and versions follow the release rules (:mod:`garrison.updates.eligibility`);
   each app is named once; a configuration is a JSON object (or null: none).
 * Nothing here is trusted for integrity: every target is verified through TUF before a byte
@@ -37,6 +49,12 @@ DEFAULT_JITTER_SECONDS = 180
 MAX_POLL_SECONDS = 7 * 24 * 3600
 MAX_TARGET_LENGTH = 512
 MAX_APPS = 256
+MAX_REASON = 300
+MAX_ACTION = 16  # device_commands.action
+
+TOP_FIELDS = frozenset(
+    {"etag", "firmware", "apps", "kept_apps", "command", "window", "poll_seconds", "jitter_seconds"}
+)
 
 
 class DirectiveInvalid(InvalidRequest):
@@ -68,6 +86,22 @@ class AppEntry:
 
 
 @dataclass(frozen=True)
+class KeptApp:
+    """A managed app left as it is on this device, and why (the control plane's words)."""
+
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class CommandEntry:
+    """An operator command waiting for this device (fetched from ``/device/v1/commands``)."""
+
+    id: int
+    action: str
+
+
+@dataclass(frozen=True)
 class Directive:
     """What the control plane wants; see the module docstring for the meaning of None."""
 
@@ -77,9 +111,16 @@ class Directive:
     window: Window | None
     poll_seconds: int
     jitter_seconds: int
+    kept_apps: tuple[KeptApp, ...] = ()
+    command: CommandEntry | None = None
 
     def app(self, name: str) -> AppEntry | None:
         return next((a for a in self.apps or () if a.name == name), None)
+
+    @property
+    def kept(self) -> frozenset[str]:
+        """The names of the apps left as they are."""
+        return frozenset(k.name for k in self.kept_apps)
 
 
 NO_DIRECTIVE = Directive("", None, None, None, DEFAULT_POLL_SECONDS, DEFAULT_JITTER_SECONDS)
@@ -90,6 +131,7 @@ def parse_directive(data: object) -> Directive:
     """A :class:`Directive` from its wire form (:class:`DirectiveInvalid` if malformed)."""
     if not isinstance(data, dict):
         raise DirectiveInvalid("a directive must be a JSON object")
+    _known_fields("directive", data, TOP_FIELDS)
     etag = data.get("etag")
     if not isinstance(etag, str) or not etag or len(etag) > 128 or '"' in etag:
         raise DirectiveInvalid("directive.etag must be a non-empty string without quotes")
@@ -98,14 +140,27 @@ def parse_directive(data: object) -> Directive:
         window = parse_window(data.get("window"))
     except InvalidRequest as exc:
         raise DirectiveInvalid(f"directive.window: {exc}", hint=exc.hint) from exc
+    app_list = _apps(data.get("apps"))
+    kept = _kept_apps(data.get("kept_apps"), app_list)
     return Directive(
         etag,
         _firmware(data.get("firmware")),
-        _apps(data.get("apps")),
+        app_list,
         window,
         poll,
         jitter,
+        kept,
+        _command(data.get("command")),
     )
+
+
+def _known_fields(where: str, data: dict[Any, Any], known: frozenset[str]) -> None:
+    unknown = sorted(str(k)[:40] for k in set(data) - known)
+    if unknown:
+        raise DirectiveInvalid(
+            f"{where}: unknown field(s) {', '.join(unknown)}",
+            hint="this agent is older than the control plane's directive format; update it",
+        )
 
 
 def parse_poll(poll: object, jitter: object) -> tuple[int, int]:
@@ -154,6 +209,7 @@ def _firmware(data: object) -> FirmwareEntry | None:
         return None
     if not isinstance(data, dict):
         raise DirectiveInvalid("directive.firmware must be an object or null")
+    _known_fields("directive.firmware", data, frozenset({"target", "version", "campaign"}))
     campaign = data.get("campaign")
     if campaign is not None and (type(campaign) is not int or campaign < 1):
         raise DirectiveInvalid("directive.firmware.campaign must be a campaign id or null")
@@ -176,6 +232,7 @@ def _apps(data: object) -> tuple[AppEntry, ...] | None:
         where = f"directive.apps[{index}]"
         if not isinstance(item, dict):
             raise DirectiveInvalid(f"{where} must be an object")
+        _known_fields(where, item, frozenset({"name", "version", "target", "config"}))
         name = item.get("name")
         if not isinstance(name, str) or not valid_name(name):
             raise DirectiveInvalid(f"{where}.name must be an app (release) name")
@@ -200,6 +257,53 @@ def _apps(data: object) -> tuple[AppEntry, ...] | None:
     return tuple(sorted(entries, key=lambda e: e.name))
 
 
+def _kept_apps(data: object, app_list: tuple[AppEntry, ...] | None) -> tuple[KeptApp, ...]:
+    if data is None:
+        return ()
+    if not isinstance(data, list):
+        raise DirectiveInvalid("directive.kept_apps must be a list")
+    if len(data) > MAX_APPS:
+        raise DirectiveInvalid(f"directive.kept_apps: at most {MAX_APPS} apps")
+    if data and app_list is None:
+        raise DirectiveInvalid("directive.kept_apps needs managed apps (apps a list)")
+    listed = {a.name for a in app_list or ()}
+    kept: list[KeptApp] = []
+    for index, item in enumerate(data):
+        where = f"directive.kept_apps[{index}]"
+        if not isinstance(item, dict):
+            raise DirectiveInvalid(f"{where} must be an object")
+        _known_fields(where, item, frozenset({"name", "reason"}))
+        name, reason = item.get("name"), item.get("reason")
+        if not isinstance(name, str) or not valid_name(name):
+            raise DirectiveInvalid(f"{where}.name must be an app (release) name")
+        if name in listed or any(k.name == name for k in kept):
+            raise DirectiveInvalid(f"{where}: app {name!r} is named twice")
+        if not isinstance(reason, str) or len(reason) > MAX_REASON or not reason.isprintable():
+            raise DirectiveInvalid(
+                f"{where}.reason must be printable text of at most {MAX_REASON} characters"
+            )
+        kept.append(KeptApp(name, reason))
+    return tuple(sorted(kept, key=lambda k: k.name))
+
+
+def _command(data: object) -> CommandEntry | None:
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise DirectiveInvalid("directive.command must be an object or null")
+    _known_fields("directive.command", data, frozenset({"id", "action"}))
+    command_id, action = data.get("id"), data.get("action")
+    if type(command_id) is not int or command_id < 1:
+        raise DirectiveInvalid("directive.command.id must be a command id")
+    if (
+        not isinstance(action, str)
+        or not 1 <= len(action) <= MAX_ACTION
+        or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in action)
+    ):
+        raise DirectiveInvalid("directive.command.action must be an action name")
+    return CommandEntry(command_id, action)
+
+
 def directive_to_json(directive: Directive) -> dict[str, Any]:
     """The wire form of ``directive`` (``parse_directive(directive_to_json(d)) == d``)."""
     firmware = directive.firmware
@@ -218,6 +322,10 @@ def directive_to_json(directive: Directive) -> dict[str, Any]:
             {"name": a.name, "version": a.version, "target": a.target, "config": a.config}
             for a in directive.apps
         ],
+        "kept_apps": [{"name": k.name, "reason": k.reason} for k in directive.kept_apps],
+        "command": None
+        if directive.command is None
+        else {"id": directive.command.id, "action": directive.command.action},
         "window": None if directive.window is None else directive.window.to_json(),
         "poll_seconds": directive.poll_seconds,
         "jitter_seconds": directive.jitter_seconds,

@@ -66,19 +66,25 @@ class DirectiveAnswer:
 
 class FleetChannel:
     """The three fleet requests over one device ``httpx.Client`` (kept alive between them).
-    ``log`` records (request, status) of every exchange, newest last."""
+    ``exchanges`` records (request, status) of every exchange made on that client from now
+    on — these requests and any other (the operator command, TUF metadata and downloads) —
+    newest last."""
 
     def __init__(self, http: httpx.Client) -> None:
         self.http = http
         self.exchanges: list[tuple[str, int]] = []
+        http.event_hooks["response"] = [*http.event_hooks["response"], self._record]
+
+    def _record(self, response: httpx.Response) -> None:
+        self.exchanges.append(
+            (f"{response.request.method} {response.request.url.path}", response.status_code)
+        )
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            response = self.http.request(method, path, **kwargs)
+            return self.http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise ChannelError(f"cannot reach the control plane: {exc}") from exc
-        self.exchanges.append((f"{method} {path}", response.status_code))
-        return response
 
     def check_in(self, agent_version: str, inventory: dict[str, Any] | None) -> CheckInResult:
         """Report that the device is alive (and, given, its inventory)."""

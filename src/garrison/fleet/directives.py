@@ -1,6 +1,7 @@
 """The directive of each device: what it must run, computed from its desired state, its
-campaign assignment, its update hold and its groups' maintenance windows (docs/fleet.md),
-stored in ``device_directives`` with an ETag so that an idle poll is one primary-key read.
+campaign assignment, its update hold, its groups' maintenance windows and its open operator
+command (docs/fleet.md), stored in ``device_directives`` with an ETag so that an idle poll is
+one primary-key read.
 
 Guarantees:
 
@@ -13,6 +14,12 @@ Guarantees:
 * A firmware or app release is put in a directive only if it is published, of the right
   install type and built for the device's hardware model; a device on update hold, or
   reverting in a campaign, gets no firmware.
+* Fail safe for apps: an app whose desired release cannot be offered to the device is never
+  left out silently (the agent would remove it): it is listed in ``kept_apps`` with the
+  reason, and the agent neither installs, configures nor removes it.
+* The device's oldest open operator command is named in ``command``, so queueing or
+  completing one changes the ETag: an idle device learns of it from its one ``304``-or-not
+  poll and asks ``GET /device/v1/commands`` only then.
 * Every service that changes an input calls :func:`recompute` in the same transaction.
 """
 
@@ -33,6 +40,7 @@ from garrison.store.tables import (
     campaign_devices,
     campaigns,
     desired_state,
+    device_commands,
     device_directives,
     device_groups,
     devices,
@@ -87,7 +95,21 @@ class ReleaseInfo:
     published: bool
 
     def fits(self, model: str, install: str) -> bool:
-        return self.published and self.install == install and model in self.hardware
+        return self.unfit(model, install) is None
+
+    def unfit(self, model: str, install: str, name: str | None = None) -> str | None:
+        """Why this release cannot be offered to a device of ``model`` as ``install`` (of
+        app ``name``), or None when it can."""
+        what = f"{self.name} {self.version}"
+        if not self.published:
+            return f"release {what} is not published"
+        if self.install != install:
+            return f"release {what} is not an {'app' if install == 'app' else 'image'} release"
+        if name is not None and self.name != name:
+            return f"release {what} is not a release of app {name}"
+        if model not in self.hardware:
+            return f"release {what} is not built for model {model}"
+        return None
 
 
 @dataclass(frozen=True)
@@ -97,6 +119,14 @@ class Overlay:
     campaign: int
     release: int
     state: str
+
+
+@dataclass(frozen=True)
+class PendingCommand:
+    """The device's oldest open operator command (``device_commands``)."""
+
+    id: int
+    action: str
 
 
 @dataclass
@@ -110,6 +140,7 @@ class DeviceInputs:
     resolved: Resolved = field(default_factory=Resolved)
     overlay: Overlay | None = None
     campaign_poll: bool = False
+    command: PendingCommand | None = None
 
 
 def canonical(doc: object) -> bytes:
@@ -255,6 +286,14 @@ def load_inputs(conn: Connection, ids: Sequence[int], *, lock: bool) -> dict[int
     for place in overlays:  # ascending campaign id: the newest campaign's row stays
         inputs[place.device_id].overlay = Overlay(place.id, place.release_id, place.state)
 
+    open_commands = conn.execute(
+        select(device_commands.c.device_id, device_commands.c.id, device_commands.c.action)
+        .where(device_commands.c.device_id.in_(present), device_commands.c.done_at.is_(None))
+        .order_by(device_commands.c.id.desc())
+    )
+    for command in open_commands:  # descending id: the oldest open command stays
+        inputs[command.device_id].command = PendingCommand(command.id, command.action)
+
     for device_id, item in inputs.items():
         member_of = [
             GroupEntry(
@@ -297,11 +336,19 @@ def build_document(item: DeviceInputs, known: dict[int, ReleaseInfo]) -> dict[st
         firmware["campaign"] = campaign
 
     apps: list[dict[str, Any]] | None = None
+    kept: list[dict[str, str]] = []
     if item.resolved.apps is not None:
         apps = []
         for name, want in item.resolved.present_apps().items():
             app = known.get(want.release) if want.release is not None else None
-            if app is None or not app.fits(item.model, "app") or app.name != name:
+            # fail safe: an app whose release cannot be offered is kept as it is, not removed
+            why = (
+                "its desired release is unknown"
+                if app is None
+                else app.unfit(item.model, "app", name)
+            )
+            if app is None or why is not None:
+                kept.append({"name": name, "reason": str(why)[:200]})
                 continue
             apps.append(
                 {
@@ -316,9 +363,14 @@ def build_document(item: DeviceInputs, known: dict[int, ReleaseInfo]) -> dict[st
         if item.campaign_poll
         else (POLL_SECONDS, JITTER_SECONDS)
     )
+    command = None
+    if item.command is not None:
+        command = {"id": item.command.id, "action": item.command.action}
     return {
         "firmware": firmware,
         "apps": apps,
+        "kept_apps": kept,
+        "command": command,
         "window": item.resolved.window,
         "poll_seconds": poll,
         "jitter_seconds": jitter,

@@ -4,6 +4,13 @@ they fetch over mTLS, carry out with their own installer and report back.
 A device sent back is put on *update hold*: its directive names no firmware (it is offered
 no release) until an operator lets it update again (``garrison device release-hold``), so
 it is not re-updated to the very version it was sent back from.
+
+The device's oldest open command is part of its directive (``command`` in
+:mod:`garrison.fleet.directives`): queueing one (:func:`request_rollback`) and completing
+one (:func:`complete_command`) recompute the device's directive in the same transaction, so
+its ETag changes both times. An idle agent polls only the directive, and asks
+``GET /device/v1/commands`` when its directive names a command (older agents ask every
+cycle; that route stays).
 """
 
 from __future__ import annotations
@@ -32,7 +39,8 @@ def request_rollback(
     conn: Connection, serials: list[str], model: str | None, actor: str, now: dt.datetime
 ) -> list[str]:
     """Queue a rollback for the named devices, or every active device of ``model``; put
-    them on update hold. Returns the serials reached."""
+    them on update hold (their directives recomputed: no firmware, the command named).
+    Returns the serials reached."""
     if bool(serials) == bool(model):
         raise InvalidRequest("name devices by serial, or a hardware model, not both or neither")
     query = select(devices.c.id, devices.c.serial).where(devices.c.status == "active")
@@ -112,7 +120,8 @@ def complete_command(
     detail: str,
     now: dt.datetime,
 ) -> None:
-    """Record what the device reports; only its own open commands, once."""
+    """Record what the device reports; only its own open commands, once. The device's
+    directive is recomputed (it no longer names the command, or names the next one)."""
     if outcome not in OUTCOMES:
         raise InvalidRequest(f"outcome must be one of {', '.join(OUTCOMES)}")
     changed = conn.execute(
@@ -126,6 +135,7 @@ def complete_command(
     ).rowcount
     if changed != 1:
         raise LookupError(f"no open command {command_id} for this device")
+    recompute(conn, [device_id], now)
     append_audit(
         conn,
         actor=f"device:{serial}",

@@ -81,6 +81,8 @@ function appsCard(d) {
   const installed = (d.inventory && d.inventory.apps) || {};
   const desired = d.desired && d.desired.apps ? d.desired.apps : null;
   const want = new Map((desired || []).map((a) => [a.name, a]));
+  // apps whose desired release cannot be offered here: left as they are (docs/fleet.md)
+  const kept = new Map(((d.directive && d.directive.kept_apps) || []).map((k) => [k.name, k.reason]));
   const names = [...new Set([...Object.keys(installed), ...want.keys()])].sort();
   const rows = names.map((name) => {
     const entry = want.get(name) || null;
@@ -106,6 +108,7 @@ function appsCard(d) {
           label: "",
           render: (r) => {
             if (!desired) return h("span");
+            if (kept.has(r.name)) return h("span", {}, chip("hold", "kept as it is"), h("span", { class: "sub" }, kept.get(r.name)));
             if (r.version === r.installed) return chip("ok", "converged");
             return chip("pending", r.version ? "to install" : "to remove");
           },
