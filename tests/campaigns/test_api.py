@@ -101,7 +101,9 @@ def test_a_campaign_rolls_through_canary_and_waves(world: World, fw: dict[str, A
         actions = [
             r.action
             for r in conn.execute(
-                select(audit_log.c.action).where(audit_log.c.target == f"campaign:{campaign}")
+                select(audit_log.c.action)
+                .where(audit_log.c.target == f"campaign:{campaign}")
+                .order_by(audit_log.c.seq)
             )
         ]
     assert actions == ["campaign.create", "campaign.phase", "campaign.phase", "campaign.complete"]
