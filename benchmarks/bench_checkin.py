@@ -31,7 +31,10 @@ coalesced last-seen recording flushes at shutdown).
 The limit: the same two loops against a trivial TLS server — a bare asyncio protocol on
 uvloop with the control plane's own TLS context (same certificate, ciphers, client
 certificates verified), answering every request with the same 304 bytes — in its own
-process. The table prints the control plane's rate ÷ that limit.
+process. The table prints the control plane's rate ÷ that limit. For where the time goes,
+the keep-alive loop also runs against the control plane's own server stack (uvicorn with
+the TLS scope protocol, configured as ``garrison server`` does) serving an ASGI app that
+answers the same 304 and does nothing else: the framework's floor.
 
 ``--profile FILE`` samples the server with py-spy during the keep-alive part (``pip install
 py-spy``) and prints the functions holding most samples.
@@ -45,6 +48,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -53,7 +57,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
+import uvicorn
 import uvloop
 from sqlalchemy import func, select
 
@@ -71,7 +77,7 @@ from benchmarks.bench_enroll import (
 from garrison.identity.fleet import load_fleet
 from garrison.server.device_fast import DIRECTIVE_PATH
 from garrison.server.embedded import free_port
-from garrison.server.tls import server_ssl_context
+from garrison.server.tls import TlsScopeProtocol, server_ssl_context
 from garrison.sim.http import HttpConnection, HttpProtocolError, build_request
 from garrison.sim.identity import SimIdentity, device_context, enroll_many
 from garrison.store.database import Database
@@ -132,6 +138,8 @@ class Result:
     limit_keepalive_server_us: float | None
     limit_keepalive_client_us: float
     limit_fresh_per_s: float
+    stack_keepalive_per_s: float
+    stack_keepalive_server_us: float | None
     keepalive_ratio: float
     fresh_ratio: float
     errors: int
@@ -333,6 +341,7 @@ class _Trivial(asyncio.Protocol):
 
 def serve_trivial(data_dir: Path, port: int) -> None:
     """Run the trivial server until terminated (``--serve-trivial``)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     fleet = load_fleet(data_dir)
     context = server_ssl_context(
         fleet.paths.server_cert,
@@ -351,14 +360,61 @@ def serve_trivial(data_dir: Path, port: int) -> None:
     uvloop.run(main())
 
 
+async def _empty_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """An ASGI app that answers every request with the fast path's 304, doing nothing."""
+    if scope["type"] != "http":
+        return
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 304,
+            "headers": [
+                (b"etag", b'"0123456789abcdef0123456789abcdef"'),
+                (b"garrison-poll", b"1800;jitter=180"),
+                (b"cache-control", b"no-cache"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": b""})
+
+
+def serve_uvicorn(data_dir: Path, port: int) -> None:
+    """The control plane's server stack with an empty app (``--serve-uvicorn``): uvicorn
+    configured as :func:`garrison.server.run.build_server` does (httptools with the TLS
+    scope, uvloop, the fleet's TLS context, no access log)."""
+    fleet = load_fleet(data_dir)
+    context = server_ssl_context(
+        fleet.paths.server_cert,
+        fleet.server_key_path,
+        fleet.secrets.passphrase,
+        fleet.paths.ca_chain,
+    )
+    config = uvicorn.Config(
+        _empty_app,
+        host=HOST,
+        port=port,
+        http=TlsScopeProtocol,
+        loop="uvloop",
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        timeout_keep_alive=30,
+        ssl_context_factory=lambda _config, _default: context,
+    )
+    print("ready", flush=True)
+    uvicorn.Server(config).run()
+
+
 @contextlib.contextmanager
-def trivial_process(data_dir: Path, port: int) -> Iterator[int]:
+def limit_process(data_dir: Path, port: int, kind: str) -> Iterator[int]:
+    """A limit server (``trivial`` or ``uvicorn``) in its own process; yields its pid."""
     proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "benchmarks.bench_checkin",
-            "--serve-trivial",
+            f"--serve-{kind}",
             str(data_dir),
             str(port),
         ],
@@ -368,7 +424,14 @@ def trivial_process(data_dir: Path, port: int) -> Iterator[int]:
     try:
         assert proc.stdout is not None
         if proc.stdout.readline().strip() != b"ready":
-            raise BenchError("the trivial TLS server did not start")
+            raise BenchError(f"the {kind} limit server did not start")
+        deadline = time.monotonic() + 15
+        while True:  # listening?
+            with contextlib.suppress(OSError), socket.create_connection((HOST, port), 1):
+                break
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise BenchError(f"the {kind} limit server does not listen on {port}")
+            time.sleep(0.05)
         yield proc.pid
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -408,12 +471,17 @@ def bench_backend(backend: str, db_url: str, work_dir: Path, args: argparse.Name
         errors.append(f"only {seen} of {len(fleet)} devices have last_seen_at written")
     _progress(f"{backend}: the limit: the same loops against a trivial TLS server")
     trivial_port = free_port()
-    with trivial_process(data_dir, trivial_port) as trivial:
+    with limit_process(data_dir, trivial_port, "trivial") as trivial:
         limit_keep = uvloop.run(keepalive_loop(trivial_port, fleet, args.seconds, trivial))
         limit_fresh = uvloop.run(
             fresh_loop(trivial_port, fleet, args.seconds, args.fresh_concurrency, trivial)
         )
     errors += limit_keep.errors + limit_fresh.errors
+    _progress(f"{backend}: the same keep-alive loop against uvicorn with an empty app")
+    stack_port = free_port()
+    with limit_process(data_dir, stack_port, "uvicorn") as bare:
+        stack_keep = uvloop.run(keepalive_loop(stack_port, fleet, args.seconds, bare))
+    errors += stack_keep.errors
     return Result(
         backend=backend,
         workers=args.workers,
@@ -434,6 +502,8 @@ def bench_backend(backend: str, db_url: str, work_dir: Path, args: argparse.Name
         limit_keepalive_server_us=limit_keep.server_us(),
         limit_keepalive_client_us=limit_keep.client_us(),
         limit_fresh_per_s=limit_fresh.per_second,
+        stack_keepalive_per_s=stack_keep.per_second,
+        stack_keepalive_server_us=stack_keep.server_us(),
         keepalive_ratio=keep.per_second / max(limit_keep.per_second, 1e-9),
         fresh_ratio=fresh.per_second / max(limit_fresh.per_second, 1e-9),
         errors=len(errors),
@@ -463,6 +533,8 @@ def render(results: list[Result]) -> str:
         ("  limit: its server CPU / req", lambda r: _us(r.limit_keepalive_server_us)),
         ("  limit: client CPU / req", lambda r: _us(r.limit_keepalive_client_us)),
         ("  304/s ÷ limit", lambda r: f"{r.keepalive_ratio:.2f}"),
+        ("  uvicorn, empty app/s", lambda r: f"{r.stack_keepalive_per_s:,.0f}"),
+        ("  uvicorn, empty app: CPU / req", lambda r: _us(r.stack_keepalive_server_us)),
         ("fresh handshake: 304/s", lambda r: f"{r.fresh_per_s:,.0f}"),
         ("  concurrency", lambda r: str(r.fresh_concurrency)),
         ("  latency p50 / p99", lambda r: f"{r.fresh_p50_ms:.1f}/{r.fresh_p99_ms:.1f} ms"),
@@ -508,9 +580,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="server processes")
     parser.add_argument("--json", action="store_true", help="one JSON object per backend")
     parser.add_argument("--profile", metavar="FILE", help="sample the server with py-spy")
-    parser.add_argument(
-        "--serve-trivial", nargs=2, metavar=("DATA_DIR", "PORT"), help=argparse.SUPPRESS
-    )
+    for kind in ("trivial", "uvicorn"):
+        parser.add_argument(
+            f"--serve-{kind}", nargs=2, metavar=("DATA_DIR", "PORT"), help=argparse.SUPPRESS
+        )
     args = parser.parse_args(argv)
     if args.devices < 1 or args.seconds <= 0 or args.fresh_concurrency < 1 or args.workers < 1:
         parser.error("--devices, --seconds, --fresh-concurrency and --workers must be positive")
@@ -523,10 +596,13 @@ def _interrupt(_signum: int, _frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
     if args.serve_trivial:
         serve_trivial(Path(args.serve_trivial[0]), int(args.serve_trivial[1]))
         return 0
+    if args.serve_uvicorn:
+        serve_uvicorn(Path(args.serve_uvicorn[0]), int(args.serve_uvicorn[1]))
+        return 0
+    signal.signal(signal.SIGTERM, _interrupt)
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     results: list[Result] = []
     try:
