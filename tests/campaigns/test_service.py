@@ -13,11 +13,13 @@ from garrison.errors import Conflict, InvalidRequest
 from garrison.fleet import campaigns as service
 from garrison.fleet import update_level
 from garrison.fleet.campaign import TransitionRefused
+from garrison.fleet.desired_state import set_group_firmware
 from garrison.fleet.level import FAILED_LEVEL, NOT_REACHED, ON_TARGET, UPDATING
 from garrison.store.audit_log import verify_stored_chain
 from garrison.store.tables import (
     desired_state,
     device_commands,
+    device_groups,
     device_history,
     devices,
 )
@@ -435,3 +437,30 @@ def test_fleet_level_is_a_partition_of_each_group(site: Site) -> None:
     }
     assert level.proof()["classified"] == 6
     assert levels["empty"].members == 0 and levels["empty"].target is None
+
+
+def test_abort_without_rollback_leaves_updated_devices_where_they_are(site: Site) -> None:
+    """The group's desired firmware is still the older release. Devices the aborted
+    campaign updated keep the campaign's release (no downgrade as an ordinary update) and
+    report to no campaign — until the desired state that applies to them changes after
+    the abort; devices it did not reach keep the desired firmware."""
+    ids = plant(site, 4)
+    old = site.release("fw", "1.5.0")
+    with site.db.write() as conn:
+        plant_id = conn.execute(
+            select(device_groups.c.id).where(device_groups.c.name == "plant")
+        ).scalar_one()
+        set_group_firmware(conn, plant_id, old, ACTOR, site.now)
+    campaign = site.create(canary=1, waves=[100], max_per_minute=100)
+    site.tick()
+    finish(site, campaign, ids[:1])
+    site.tick(1)
+    with site.db.write() as conn:
+        service.abort_campaign(conn, campaign, False, ACTOR, site.now)
+    updated, untouched = site.directive(ids[0])["firmware"], site.directive(ids[1])["firmware"]
+    assert updated == {"target": "fw/2.0.0/fw-2.0.0.img", "version": "2.0.0", "campaign": None}
+    assert untouched is not None and untouched["version"] == "1.5.0"
+    site.clock.advance(dt.timedelta(seconds=5))
+    with site.db.write() as conn:  # the operator decides again: that now applies to all
+        set_group_firmware(conn, plant_id, old, ACTOR, site.now)
+    assert site.directive(ids[0])["firmware"]["version"] == "1.5.0"

@@ -114,11 +114,14 @@ class ReleaseInfo:
 
 @dataclass(frozen=True)
 class Overlay:
-    """The device's place in its newest active campaign."""
+    """The device's place in its newest campaign that still decides its firmware: an
+    active one, or an aborted one (without rollback) that updated it — see
+    :func:`load_inputs`."""
 
     campaign: int
     release: int
     state: str
+    active: bool = True  # False: an aborted campaign; its release stays, no reports to it
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,7 @@ class DeviceInputs:
     overlay: Overlay | None = None
     campaign_poll: bool = False
     command: PendingCommand | None = None
+    desired_changed_at: dt.datetime | None = None  # newest change of an entry that applies
 
 
 def canonical(doc: object) -> bytes:
@@ -252,16 +256,19 @@ def load_inputs(conn: Connection, ids: Sequence[int], *, lock: bool) -> dict[int
         and_(desired_state.c.scope == "group", desired_state.c.scope_id.in_(chunk))
         for chunk in _chunks(group_ids)
     ]
+    changed: dict[tuple[str, int], dt.datetime] = {}
     for stored in conn.execute(
         select(
             desired_state.c.scope,
             desired_state.c.scope_id,
             desired_state.c.firmware_release_id,
             desired_state.c.apps,
+            desired_state.c.updated_at,
         ).where(or_(*conditions))
     ):
         target = device_entries if stored.scope == "device" else group_entries
         target[stored.scope_id] = entry_of(stored.firmware_release_id, stored.apps)
+        changed[(stored.scope, stored.scope_id)] = stored.updated_at
 
     overlays = conn.execute(
         select(
@@ -269,6 +276,8 @@ def load_inputs(conn: Connection, ids: Sequence[int], *, lock: bool) -> dict[int
             campaign_devices.c.state,
             campaigns.c.id,
             campaigns.c.release_id,
+            campaigns.c.state.label("campaign_state"),
+            campaigns.c.updated_at,
         )
         .join(campaigns, campaigns.c.id == campaign_devices.c.campaign_id)
         .where(
@@ -279,12 +288,26 @@ def load_inputs(conn: Connection, ids: Sequence[int], *, lock: bool) -> dict[int
                     campaign_devices.c.state.in_(OVERLAY_DEVICE_STATES),
                 ),
                 campaign_devices.c.state == REVERTING,
+                and_(campaigns.c.state == "aborted", campaign_devices.c.state == "succeeded"),
             ),
         )
         .order_by(campaigns.c.id)
     )
+    for device_id, item in inputs.items():
+        stamps = [changed.get(("device", device_id))]
+        stamps += [changed.get(("group", g)) for g in item.groups]
+        item.desired_changed_at = max((t for t in stamps if t is not None), default=None)
     for place in overlays:  # ascending campaign id: the newest campaign's row stays
-        inputs[place.device_id].overlay = Overlay(place.id, place.release_id, place.state)
+        item = inputs[place.device_id]
+        if place.campaign_state == "aborted" and (
+            item.desired_changed_at is not None and item.desired_changed_at > place.updated_at
+        ):
+            # aborted without rollback, the devices it updated stay on its release — until
+            # the desired state that applies to them changes after the abort
+            continue
+        item.overlay = Overlay(
+            place.id, place.release_id, place.state, place.campaign_state != "aborted"
+        )
 
     open_commands = conn.execute(
         select(device_commands.c.device_id, device_commands.c.id, device_commands.c.action)
@@ -327,7 +350,8 @@ def build_document(item: DeviceInputs, known: dict[int, ReleaseInfo]) -> dict[st
     release_id, campaign = item.resolved.firmware, None
     if item.overlay is not None:
         release_id = None if item.overlay.state == REVERTING else item.overlay.release
-        campaign = None if item.overlay.state == REVERTING else item.overlay.campaign
+        reports = item.overlay.active and item.overlay.state != REVERTING
+        campaign = item.overlay.campaign if reports else None
     if item.hold:
         release_id = None
     release = None if release_id is None else known.get(release_id)
