@@ -208,7 +208,7 @@ async def run(
     try:
         await until(
             lambda: sim.tally.requests["POST /device/v1/checkin 200"] >= len(specs),
-            600,
+            max(600.0, 0.3 * len(specs)),
             "every device's first check-in",
         )
         checked = time.perf_counter() - started

@@ -33,8 +33,9 @@ uvloop with the control plane's own TLS context (same certificate, ciphers, clie
 certificates verified), answering every request with the same 304 bytes — in its own
 process. The table prints the control plane's rate ÷ that limit. For where the time goes,
 the keep-alive loop also runs against the control plane's own server stack (uvicorn with
-the TLS scope protocol, configured as ``garrison server`` does) serving an ASGI app that
-answers the same 304 and does nothing else: the framework's floor.
+the TLS scope protocol, configured as ``garrison server`` does, in as many processes as
+``--workers``) serving an ASGI app that answers the same 304 and does nothing else: the
+framework's floor.
 
 ``--profile FILE`` samples the server with py-spy during the keep-alive part (``pip install
 py-spy``) and prints the functions holding most samples.
@@ -77,7 +78,9 @@ from benchmarks.bench_enroll import (
 from garrison.identity.fleet import load_fleet
 from garrison.server.device_fast import DIRECTIVE_PATH
 from garrison.server.embedded import free_port
+from garrison.server.run import Listen
 from garrison.server.tls import TlsScopeProtocol, server_ssl_context
+from garrison.server.workers import reuseport_socket
 from garrison.sim.http import HttpConnection, HttpProtocolError, build_request
 from garrison.sim.identity import SimIdentity, device_context, enroll_many
 from garrison.store.database import Database
@@ -160,7 +163,15 @@ class Device:
 # -- the client loops ------------------------------------------------------------------
 
 
-async def keepalive_loop(port: int, fleet: list[Device], seconds: float, pid: int) -> LoopRun:
+def cpu_of(pids: list[int]) -> float | None:
+    """User + system CPU seconds of these processes and their children, or None."""
+    times = [cpu_seconds(pid) for pid in pids]
+    return None if any(t is None for t in times) else sum(t for t in times if t is not None)
+
+
+async def keepalive_loop(
+    port: int, fleet: list[Device], seconds: float, pids: list[int]
+) -> LoopRun:
     """Every device on its own kept-alive connection (opened before the clock starts)."""
     conns = await asyncio.gather(*(HttpConnection.open(HOST, port, d.context) for d in fleet))
     latencies: list[float] = []
@@ -184,12 +195,12 @@ async def keepalive_loop(port: int, fleet: list[Device], seconds: float, pid: in
             latencies.append(clock() - started)
             done += 1
 
-    server0, client0 = cpu_seconds(pid), time.process_time()
+    server0, client0 = cpu_of(pids), time.process_time()
     started = time.perf_counter()
     deadline = started + seconds
     await asyncio.gather(*(device(c, d.request) for c, d in zip(conns, fleet, strict=True)))
     elapsed = time.perf_counter() - started
-    client, server = time.process_time() - client0, cpu_seconds(pid)
+    client, server = time.process_time() - client0, cpu_of(pids)
     for conn in conns:
         conn.close()
     return LoopRun(
@@ -203,7 +214,7 @@ async def keepalive_loop(port: int, fleet: list[Device], seconds: float, pid: in
 
 
 async def fresh_loop(
-    port: int, fleet: list[Device], seconds: float, concurrency: int, pid: int
+    port: int, fleet: list[Device], seconds: float, concurrency: int, pids: list[int]
 ) -> LoopRun:
     """``concurrency`` loops, each a new TLS connection (full handshake) per request."""
     latencies: list[float] = []
@@ -234,12 +245,12 @@ async def fresh_loop(
             latencies.append(clock() - started)
             done += 1
 
-    server0, client0 = cpu_seconds(pid), time.process_time()
+    server0, client0 = cpu_of(pids), time.process_time()
     started = time.perf_counter()
     deadline = started + seconds
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
-    client, server = time.process_time() - client0, cpu_seconds(pid)
+    client, server = time.process_time() - client0, cpu_of(pids)
     return LoopRun(
         done,
         elapsed,
@@ -402,44 +413,53 @@ def serve_uvicorn(data_dir: Path, port: int) -> None:
         timeout_keep_alive=30,
         ssl_context_factory=lambda _config, _default: context,
     )
+    sock = reuseport_socket(Listen(HOST, port))  # several such processes share the port
     print("ready", flush=True)
-    uvicorn.Server(config).run()
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 @contextlib.contextmanager
-def limit_process(data_dir: Path, port: int, kind: str) -> Iterator[int]:
-    """A limit server (``trivial`` or ``uvicorn``) in its own process; yields its pid."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.bench_checkin",
-            f"--serve-{kind}",
-            str(data_dir),
-            str(port),
-        ],
-        stdout=subprocess.PIPE,
-        start_new_session=True,
-    )
+def limit_process(data_dir: Path, port: int, kind: str, processes: int = 1) -> Iterator[list[int]]:
+    """A limit server (``trivial``, or ``uvicorn`` in ``processes`` processes sharing the
+    port like ``garrison server --workers``); yields their pids."""
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.bench_checkin",
+                f"--serve-{kind}",
+                str(data_dir),
+                str(port),
+            ],
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+        )
+        for _ in range(processes)
+    ]
     try:
-        assert proc.stdout is not None
-        if proc.stdout.readline().strip() != b"ready":
-            raise BenchError(f"the {kind} limit server did not start")
+        for proc in procs:
+            assert proc.stdout is not None
+            if proc.stdout.readline().strip() != b"ready":
+                raise BenchError(f"the {kind} limit server did not start")
         deadline = time.monotonic() + 15
         while True:  # listening?
             with contextlib.suppress(OSError), socket.create_connection((HOST, port), 1):
                 break
-            if time.monotonic() > deadline or proc.poll() is not None:
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
                 raise BenchError(f"the {kind} limit server does not listen on {port}")
             time.sleep(0.05)
-        yield proc.pid
+        time.sleep(0.5)  # every process listening
+        yield [proc.pid for proc in procs]
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 # -- one backend -----------------------------------------------------------------------
@@ -461,9 +481,9 @@ def bench_backend(backend: str, db_url: str, work_dir: Path, args: argparse.Name
         )
         since = time.time()
         with sampled(pid, profile):
-            keep = uvloop.run(keepalive_loop(port, fleet, args.seconds, pid))
+            keep = uvloop.run(keepalive_loop(port, fleet, args.seconds, [pid]))
         _progress(f"{backend}: {keep.per_second:,.0f}/s; fresh handshakes for {args.seconds:g}s")
-        fresh = uvloop.run(fresh_loop(port, fleet, args.seconds, args.fresh_concurrency, pid))
+        fresh = uvloop.run(fresh_loop(port, fleet, args.seconds, args.fresh_concurrency, [pid]))
         _progress(f"{backend}: {fresh.per_second:,.0f}/s")
     seen = count_seen(db_url, since - 1)
     errors = keep.errors + fresh.errors
@@ -477,9 +497,9 @@ def bench_backend(backend: str, db_url: str, work_dir: Path, args: argparse.Name
             fresh_loop(trivial_port, fleet, args.seconds, args.fresh_concurrency, trivial)
         )
     errors += limit_keep.errors + limit_fresh.errors
-    _progress(f"{backend}: the same keep-alive loop against uvicorn with an empty app")
+    _progress(f"{backend}: the keep-alive loop against uvicorn with an empty app")
     stack_port = free_port()
-    with limit_process(data_dir, stack_port, "uvicorn") as bare:
+    with limit_process(data_dir, stack_port, "uvicorn", args.workers) as bare:
         stack_keep = uvloop.run(keepalive_loop(stack_port, fleet, args.seconds, bare))
     errors += stack_keep.errors
     return Result(

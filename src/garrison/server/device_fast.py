@@ -57,7 +57,6 @@ from garrison.store.tables import certificates, device_directives, devices
 log = logging.getLogger("garrison.server.device_fast")
 
 DIRECTIVE_PATH = "/device/v1/directive"
-POLL_HEADER = "garrison-poll"
 
 # The certificates among :fingerprints that are valid and whose device is active, with the
 # device's stored directive. (The certificate's expiry is checked from the certificate
