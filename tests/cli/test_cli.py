@@ -131,11 +131,11 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert "PC-2002 with its own configuration" in out and "'publish_ms': 100" in out
     assert "GW-1004 rolled-back" in out and "fieldbus service did not start" in out
     assert "campaign completed: {'succeeded': 8, 'rolled-back': 1}" in out
-    assert "9 of 9, each once" in out and "BROKEN" not in out
+    assert "9 of 9, each once, digest" in out and "BROKEN" not in out
     assert "no firmware target of their own (no campaign, no desired firmware): pilot-line" in out
     assert "hash chain intact" in out
     assert "agents reporting errors" not in out
-    assert "/console/" in out
+    assert "run 'garrison demo --keep-running'" in out
 
 
 def test_admin_commands_against_a_running_server(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import shutil
 import sys
@@ -50,6 +51,7 @@ APP = "opcua-bridge"
 HEALTH_CHECK = ["sh", "fieldbus-check"]
 SERVICE_CHECK = "test ! -e FAULT || { echo 'fieldbus service did not start' >&2; exit 1; }\n"
 TERMINAL = ("succeeded", "failed", "rolled-back", "reverted")
+CATEGORIES = ("on_target", "updating", "failed", "not_reached")
 
 
 def _fresh_dir(path: Path) -> None:
@@ -303,17 +305,22 @@ def _run(data_dir: Path, count: int, port: int, keep_running: bool) -> None:
                 console.print(f"[yellow]agents reporting errors: {farm.errors}[/]")
             console.rule(f"[bold]Done in {time.monotonic() - started:.0f} s")
             console.print(f"fleet data: {fleet_dir}   devices: {data_dir / 'devices'}")
+            if not keep_running:
+                console.print(
+                    "the control plane stops with the tour; run 'garrison demo --keep-running' "
+                    "to keep it (and the devices) running and open the web console"
+                )
+                return
             console.print(
                 f"web console: [bold]{url}/console/[/]  — sign in with the operator token in "
                 f"{data_dir / 'operator.token'} (the browser will not know the fleet's own root "
                 f"CA, {fleet.paths.root_ca}: import it or accept the warning)"
             )
             console.print(f"API docs:    {url}/api/v1/docs")
-            if keep_running:
-                console.print("control plane and devices keep running; Ctrl-C to stop")
-                with contextlib.suppress(KeyboardInterrupt):
-                    while True:
-                        time.sleep(3600)
+            console.print("control plane and devices keep running; Ctrl-C to stop")
+            with contextlib.suppress(KeyboardInterrupt):
+                while True:
+                    time.sleep(3600)
 
 
 def _device_plan(count: int) -> dict[str, list[str]]:
@@ -409,7 +416,10 @@ def _groups_and_desired_state(operator: ApiClient, plan: dict[str, list[str]]) -
     console.print(
         f"desired state: press-controllers run {APP} 1.4.0 (publish every 500 ms); "
         f"device {special} overrides it (every 100 ms). Overlapping groups: the device's own "
-        "entry first, then groups by priority (highest first), then by name."
+        "entry first, then groups by priority (highest first), then by name. The "
+        "controllers' window is the customer's: the demo picks one open now so the tour goes "
+        "on; outside it a device downloads but does not install ('garrison agent status' "
+        "shows when it opens)."
     )
 
 
@@ -473,31 +483,28 @@ def _show_failure(operator: ApiClient, serial: str) -> None:
     inventory = detail.get("inventory") or {}
     last = inventory.get("last_update") or {}
     console.print(
-        f"{serial} runs {inventory.get('firmware')} again from slot "
-        f"{(inventory.get('boot') or {}).get('slot')}: {last.get('event') or last}"
+        f"{serial} is back on its previous firmware ({inventory.get('firmware')}) in slot "
+        f"{(inventory.get('boot') or {}).get('slot')}, by itself: {last.get('event') or last}"
     )
 
 
 def _show_level(operator: ApiClient) -> None:
-    level = operator.call("GET", "/fleet/level")
+    """The level per group, and its proof checked here, not taken on trust: the member
+    list from the group API, each member in exactly one category, the counts the lengths,
+    the digest recomputed."""
+    level = operator.call("GET", "/fleet/level", params={"devices": "true"})
     table = Table("group", "target", "on target", "updating", "failed", "not reached", "proof")
     untargeted = [g["group"] for g in level["groups"] if g["target"] is None]
     for group in level["groups"]:
         if group["target"] is None:
             continue
-        counts, proof = group["counts"], group["proof"]
-        ok = proof["exactly_one_each"] and proof["classified"] == proof["members"]
+        members = operator.call("GET", f"/groups/{group['group']}")["serials"]
         add_row(
             table,
             group["group"],
-            group["target"] or "-",
-            counts.get("on_target", 0),
-            counts.get("updating", 0),
-            counts.get("failed", 0),
-            counts.get("not_reached", 0),
-            f"{proof['classified']} of {proof['members']}, each once"
-            if ok
-            else f"BROKEN: {proof['classified']} of {proof['members']}",
+            group["target"],
+            *(group["counts"].get(c, 0) for c in CATEGORIES),
+            _check_proof(group, members),
         )
     console.print(table)
     if untargeted:
@@ -506,8 +513,24 @@ def _show_level(operator: ApiClient) -> None:
             f"{', '.join(untargeted)}"
         )
     console.print(
-        "every member is in exactly one state; A/B slots mean no device runs half an update"
+        "every member is in exactly one state (checked here against the group's member list "
+        "and the digest); A/B slots mean no device runs half an update"
     )
+
+
+def _check_proof(group: dict[str, Any], members: list[str]) -> str:
+    listed = [(s, c) for c in CATEGORIES for s in group["devices"].get(c, [])]
+    serials = [s for s, _ in listed]
+    lines = sorted(f"{serial} {category}\n" for serial, category in listed)
+    digest = hashlib.sha256("".join(lines).encode()).hexdigest()
+    if (
+        sorted(serials) != sorted(members)
+        or len(set(serials)) != len(serials)
+        or any(group["counts"].get(c, 0) != len(group["devices"].get(c, [])) for c in CATEGORIES)
+        or digest != group["proof"]["digest"]
+    ):
+        return f"BROKEN: {len(serials)} listed for {len(members)} members"
+    return f"{len(members)} of {len(members)}, each once, digest {digest[:8]}"
 
 
 def _show_audit(officer: ApiClient) -> None:
