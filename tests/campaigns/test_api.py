@@ -290,6 +290,10 @@ def test_hostile_campaign_requests(
     refused(world, get(c, state="bogus"), 400, "device state must be one of", "campaign.show")
     refused(world, get(c, limit=-1), 422, "limit", "campaign.show")
     refused(world, get("/campaigns", state="done"), 400, "state must be one of", "campaign.list")
+    refused(world, get("/campaigns", limit=0), 422, "limit", "campaign.list")
+    refused(world, get("/campaigns", limit=1001), 422, "limit", "campaign.list")
+    refused(world, get("/campaigns", before=0), 422, "before", "campaign.list")
+    refused(world, get("/campaigns", before="x"), 422, "before", "campaign.list")
     manufacturer = world.shared.officer.manufacturer_token
     refused(world, get("/campaigns", manufacturer), 403, "may not devices.read", "api.authorize")
     refused(world, get("/fleet/level", manufacturer), 403, "may not devices.read", "api.authorize")

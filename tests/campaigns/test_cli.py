@@ -54,6 +54,12 @@ def test_an_operator_runs_a_campaign_from_the_command_line(world: World) -> None
 
     code, out = cli(world, "campaign", "list", "--group", group)
     assert code == 0 and "spring roll" in out and "1 assigned, 2 pending" in out
+    code, out = cli(world, "campaign", "list", "--state", "active", "--limit", "1")
+    assert code == 0 and "spring roll" in out
+    code, out = cli(world, "campaign", "list", "--before", str(campaign))
+    assert code == 0 and "spring roll" not in out
+    code, out = cli(world, "campaign", "list", "--limit", "0")
+    assert code == 2 and "limit" in out
     code, out = cli(world, "campaign", "show", str(campaign))
     assert code == 0, out
     assert "canary 1, waves 50%, 100%, 600/min, 0 failure(s) allowed per phase" in out

@@ -9,12 +9,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from garrison.agent.inventory import build_inventory
 from garrison.fleet.campaign import DEVICE_STATES
+from garrison.fleet.inventory import parse_inventory
 from garrison.fleet.level import (
     CATEGORIES,
     FAILED_LEVEL,
     NOT_REACHED,
     ON_TARGET,
+    TRIAL_STATES,
     UPDATING,
     LevelInconsistent,
     MemberFacts,
@@ -22,6 +25,7 @@ from garrison.fleet.level import (
     group_level,
     verify_level,
 )
+from garrison.updates import bootenv
 
 T0 = dt.datetime(2026, 11, 21, 10, 0, tzinfo=dt.UTC)
 LATER = T0 + dt.timedelta(minutes=5)
@@ -33,6 +37,8 @@ LATER = T0 + dt.timedelta(minutes=5)
         (MemberFacts("a", "2.1.0", "committed"), ON_TARGET),
         (MemberFacts("a", "2.1.0", "trying"), UPDATING),  # a trial boot is never on target
         (MemberFacts("a", "2.0.0", "trying"), UPDATING),
+        (MemberFacts("a", "2.1.0", "trial"), UPDATING),  # what the agent reports
+        (MemberFacts("a", "2.0.0", "trial"), UPDATING),
         (MemberFacts("a", "2.0.0", "committed", T0, "assigned", T0), UPDATING),
         (MemberFacts("a", "2.0.0", "committed", T0, "installing", T0), UPDATING),
         (MemberFacts("a", "2.1.0", "committed", T0, "reverting", T0), UPDATING),
@@ -51,6 +57,27 @@ LATER = T0 + dt.timedelta(minutes=5)
 )
 def test_classify(facts: MemberFacts, category: str) -> None:
     assert classify(facts, "2.1.0") == category
+
+
+def trial_inventory(firmware: str = "2.0.0", trial: str = "2.1.0") -> dict[str, object]:
+    """An inventory as the agent builds it on a device whose new slot is on trial."""
+    env = bootenv.factory_env(firmware, 1, "a" * 64, 10)
+    info = bootenv.SlotInfo.of(b"image", trial, 1)
+    env = bootenv.switch_to(
+        bootenv.mark_written(bootenv.begin_write(env, "b", info), "b", info), "b", 3
+    )
+    return build_inventory("DM-1", "gw-1", env, {}, 60, None)
+
+
+def test_a_device_on_trial_as_the_agent_reports_it_is_updating() -> None:
+    """The agent reports a trial boot as ``trial`` (``level`` knew only ``trying``, so a
+    device on trial outside a campaign was counted not reached)."""
+    boot = parse_inventory(trial_inventory()).boot
+    assert boot.state in TRIAL_STATES
+    facts = MemberFacts("DM-1", parse_inventory(trial_inventory()).firmware, boot.state)
+    assert classify(facts, "2.1.0") == UPDATING  # outside any campaign
+    assert classify(facts, "2.0.0") == UPDATING  # the running version is the target: not yet
+    assert classify(facts, None) == UPDATING
 
 
 def test_no_target_means_nobody_is_on_target() -> None:
@@ -110,7 +137,7 @@ facts = st.builds(
     MemberFacts,
     serial=st.text("abcdef0123", min_size=1, max_size=6),
     firmware=st.sampled_from([None, "1.0", "2.1.0"]),
-    slot_state=st.sampled_from([None, "committed", "trying"]),
+    slot_state=st.sampled_from([None, "committed", "trying", "trial"]),
     inventory_at=st.sampled_from([None, T0, LATER]),
     campaign_state=st.sampled_from([None, *DEVICE_STATES]),
     campaign_at=st.sampled_from([None, T0, LATER]),
@@ -125,5 +152,5 @@ def test_every_member_in_exactly_one_category(members: list[MemberFacts], target
     assert sum(level.counts.values()) == len(members)
     for m in members:
         assert m.serial in level.devices[classify(m, target)]
-        if m.slot_state == "trying":
+        if m.slot_state in TRIAL_STATES:
             assert m.serial not in level.devices[ON_TARGET]

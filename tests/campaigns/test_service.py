@@ -5,15 +5,19 @@ rollback, device reports, dynamic membership, and the update level."""
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
 from sqlalchemy import select, update
 
+from garrison.agent.inventory import build_inventory
 from garrison.errors import Conflict, InvalidRequest
 from garrison.fleet import campaigns as service
 from garrison.fleet import update_level
 from garrison.fleet.campaign import TransitionRefused
 from garrison.fleet.desired_state import set_group_firmware
+from garrison.fleet.inventory import parse_inventory
+from garrison.fleet.inventory_store import record_inventory
 from garrison.fleet.level import FAILED_LEVEL, NOT_REACHED, ON_TARGET, UPDATING
 from garrison.store.audit_log import verify_stored_chain
 from garrison.store.tables import (
@@ -23,6 +27,7 @@ from garrison.store.tables import (
     device_history,
     devices,
 )
+from garrison.updates import bootenv
 from tests.campaigns.conftest import ACTOR, Site
 
 
@@ -412,6 +417,39 @@ def test_a_device_in_two_groups_is_held_by_one_campaign(site: Site) -> None:
     assert site.directive(ids[0])["firmware"]["campaign"] == second
 
 
+def test_the_list_pages_newest_first(site: Site) -> None:
+    """At most ``limit`` campaigns, newest first; the next page below the last id; device
+    counts for the page's campaigns only; ``active`` = running, paused or halted."""
+    site.release()
+    made = []
+    for n in range(5):
+        site.group(f"g{n}", site.devices(f"G{n}", 2))
+        made.append(site.create(group=f"g{n}", name=f"c{n}"))
+    with site.db.write() as conn:
+        service.abort_campaign(conn, made[1], False, ACTOR, site.now)
+        service.pause_campaign(conn, made[3], ACTOR, site.now)
+    with site.db.read() as conn:
+
+        def ids(**kw: Any) -> list[int]:
+            return [v.id for v in service.list_campaigns(conn, **kw)]
+
+        newest_first = made[::-1]
+        assert ids() == newest_first
+        assert ids(limit=2) == newest_first[:2]
+        assert ids(limit=2, before=newest_first[1]) == newest_first[2:4]
+        assert ids(limit=2, before=newest_first[3]) == newest_first[4:]
+        assert ids(before=made[0]) == []
+        assert ids(state="active") == [c for c in newest_first if c != made[1]]
+        assert ids(state="aborted") == [made[1]]
+        assert ids(state="active", group="g3") == [made[3]]
+        page = service.list_campaigns(conn, limit=1)
+        assert page[0].devices == 2 and page[0].counts == {"pending": 2}
+        bad: list[dict[str, Any]] = [{"limit": 0}, {"limit": 1001}, {"before": 0}]
+        for kw in [*bad, {"state": "done"}]:
+            with pytest.raises(InvalidRequest):
+                service.list_campaigns(conn, **kw)
+
+
 # -- the update level -----------------------------------------------------------------
 
 
@@ -437,6 +475,29 @@ def test_fleet_level_is_a_partition_of_each_group(site: Site) -> None:
     }
     assert level.proof()["classified"] == 6
     assert levels["empty"].members == 0 and levels["empty"].target is None
+
+
+def test_a_device_on_trial_outside_a_campaign_is_updating(site: Site) -> None:
+    """The inventory as the agent builds it (boot state ``trial``) and the control plane
+    stores it: a device whose new slot is on trial is updating, never not reached."""
+    ids = [site.device("P-001", firmware=None), site.device("P-002")]
+    group = site.group("plant", ids)
+    release = site.release()
+    with site.db.write() as conn:
+        set_group_firmware(conn, group, release, ACTOR, site.now)
+    env = bootenv.factory_env("1.0.0", 1, "a" * 64, 10)
+    info = bootenv.SlotInfo.of(b"image", "2.0.0", 1)
+    env = bootenv.switch_to(
+        bootenv.mark_written(bootenv.begin_write(env, "b", info), "b", info), "b", 3
+    )
+    inventory = parse_inventory(build_inventory("P-001", "gw-1", env, {}, 60, None))
+    with site.db.write() as conn:
+        record_inventory(conn, ids[0], "P-001", "gw-1", inventory, site.now)
+    with site.db.read() as conn:
+        level = {g.group: g for g in update_level.fleet_level(conn)}["plant"]
+    assert level.target == "2.0.0" and level.campaign is None
+    assert level.devices[UPDATING] == ("P-001",)
+    assert level.devices[NOT_REACHED] == ("P-002",)
 
 
 def test_abort_without_rollback_leaves_updated_devices_where_they_are(site: Site) -> None:

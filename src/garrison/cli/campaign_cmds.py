@@ -179,12 +179,17 @@ def create(
 def list_campaigns(
     state: Annotated[str | None, typer.Option(help="Only campaigns in this state")] = None,
     group: Annotated[str | None, typer.Option(help="Only campaigns of this group")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many (1 to 1000)")] = 100,
+    before: Annotated[
+        int | None, typer.Option(help="Only campaigns with a smaller id (the next page)")
+    ] = None,
     data_dir: DataDir = None,
     server: ServerUrl = None,
     token: Token = None,
 ) -> None:
-    """List campaigns, newest first."""
-    params = {k: v for k, v in (("state", state), ("group", group)) if v is not None}
+    """List campaigns, newest first (--state active: running, paused or halted)."""
+    given = (("state", state), ("group", group), ("limit", limit), ("before", before))
+    params = {k: v for k, v in given if v is not None}
     rows = api_call(data_dir, server, token, "GET", "/campaigns", params=params)
     table = Table("id", "name", "group", "release", "state", "phase", "devices")
     for c in rows:

@@ -31,7 +31,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, func, null, select, update
+from sqlalchemy import Connection, Select, and_, case, func, null, select, update
 
 from garrison.errors import Conflict, InvalidRequest
 from garrison.fleet.campaign import (
@@ -70,12 +70,21 @@ from garrison.updates.commands import request_rollback
 SYSTEM_ACTOR = "system:scheduler"  # who moves campaigns by themselves (phases, halts, ...)
 MAX_NAME = 64
 MAX_DEVICES_PAGE = 10_000
+CAMPAIGNS_PAGE = 100  # GET /api/v1/campaigns: the default page
+MAX_CAMPAIGNS_PAGE = 1_000
+ACTIVE_FILTER = "active"  # list filter: running, paused or halted
 
 cd = campaign_devices
 
 
 class CampaignChanged(Conflict):
     """The campaign row changed between read and write (compare-and-set on ``revision``)."""
+
+
+class CampaignDataMissing(RuntimeError):
+    """A row a campaign refers to (its release, its group) is missing: a bug or a damaged
+    database, never the caller's mistake. Deliberately not a :class:`LookupError`, which
+    the HTTP error boundary would answer as an audited 404: this is a 500."""
 
 
 # -- views ----------------------------------------------------------------------------
@@ -212,16 +221,33 @@ def _view(row: Any, members: Sequence[Member]) -> CampaignView:
 
 
 def list_campaigns(
-    conn: Connection, *, state: str | None = None, group: str | None = None
+    conn: Connection,
+    *,
+    state: str | None = None,
+    group: str | None = None,
+    limit: int = CAMPAIGNS_PAGE,
+    before: int | None = None,
 ) -> list[CampaignView]:
-    """Campaigns, newest first, optionally only those in ``state`` or of ``group``."""
-    if state is not None and state not in CAMPAIGN_STATES:
-        raise InvalidRequest(f"state must be one of {', '.join(CAMPAIGN_STATES)}")
-    query = _campaign_query().order_by(campaigns.c.id.desc())
-    if state is not None:
+    """Campaigns, newest first, at most ``limit`` of them (1 to
+    :data:`MAX_CAMPAIGNS_PAGE`), optionally only those in ``state`` (or ``"active"``:
+    running, paused or halted), of ``group``, or with an id below ``before`` (the next
+    page starts below the last id of this one). Device counts are aggregated for the
+    campaigns of the page only."""
+    if state is not None and state not in (*CAMPAIGN_STATES, ACTIVE_FILTER):
+        raise InvalidRequest(f"state must be one of {', '.join((*CAMPAIGN_STATES, ACTIVE_FILTER))}")
+    if not 1 <= limit <= MAX_CAMPAIGNS_PAGE:
+        raise InvalidRequest(f"limit must be 1 to {MAX_CAMPAIGNS_PAGE}")
+    if before is not None and before < 1:
+        raise InvalidRequest("before must be a campaign id (1 or more)")
+    query = _campaign_query().order_by(campaigns.c.id.desc()).limit(limit)
+    if state == ACTIVE_FILTER:
+        query = query.where(campaigns.c.state.in_(ACTIVE))
+    elif state is not None:
         query = query.where(campaigns.c.state == state)
     if group is not None:
         query = query.where(device_groups.c.name == group)
+    if before is not None:
+        query = query.where(campaigns.c.id < before)
     rows = conn.execute(query).all()
     counts: dict[int, list[Member]] = {row.id: [] for row in rows}
     if rows:
@@ -553,42 +579,78 @@ def revert_updated(
     device_ids: Iterable[int] | None = None,
 ) -> list[str]:
     """Devices this campaign updated (``succeeded`` with a phase), active → ``reverting``,
-    with a rollback command each (:func:`garrison.updates.commands.request_rollback`)."""
-    query = (
-        select(cd.c.device_id, devices.c.serial)
-        .join(devices, devices.c.id == cd.c.device_id)
-        .where(
-            cd.c.campaign_id == campaign_id,
-            cd.c.state == SUCCEEDED,
-            cd.c.phase.is_not(None),
-            devices.c.status == "active",
-        )
+    with a rollback command each (:func:`garrison.updates.commands.request_rollback`).
+
+    The rows are locked first, in the order of the module docstring — the campaign device
+    rows, then the devices' rows (in id order, as :func:`.directives.recompute` does) — so
+    a device revoked meanwhile is left out instead of failing the rollback request; only
+    rows actually moved to ``reverting`` get a command (a row another transaction moved
+    first is not sent back twice). Returns the serials sent back."""
+    query = updated_rows([campaign_id]).with_only_columns(
+        cd.c.device_id, maintain_column_froms=False
     )
     if device_ids is not None:
         query = query.where(cd.c.device_id.in_(list(device_ids)))
-    rows = conn.execute(query.order_by(devices.c.serial)).all()
-    if not rows:
+    candidates = list(conn.execute(query.order_by(cd.c.device_id).with_for_update(of=cd)).scalars())
+    if not candidates:
         return []
-    conn.execute(
-        update(cd)
-        .where(
-            cd.c.campaign_id == campaign_id,
-            cd.c.device_id.in_([r.device_id for r in rows]),
-            cd.c.state == SUCCEEDED,
-        )
-        .values(state=REVERTING, updated_at=now, detail="sent back: campaign aborted")
+    locked = list(
+        conn.execute(
+            select(devices.c.id)
+            .where(devices.c.id.in_(candidates), devices.c.status == "active")
+            .order_by(devices.c.id)
+            .with_for_update()
+        ).scalars()
     )
+    if not locked:
+        return []
+    moved = set(
+        conn.execute(
+            update(cd)
+            .where(
+                cd.c.campaign_id == campaign_id,
+                cd.c.device_id.in_(locked),
+                cd.c.state == SUCCEEDED,
+                cd.c.phase.is_not(None),
+            )
+            .values(state=REVERTING, updated_at=now, detail="sent back: campaign aborted")
+            .returning(cd.c.device_id)
+        ).scalars()
+    )
+    if not moved:
+        return []
+    rows = conn.execute(
+        select(devices.c.id, devices.c.serial)
+        .where(devices.c.id.in_(sorted(moved)))
+        .order_by(devices.c.serial)
+    ).all()
     serials = request_rollback(conn, [r.serial for r in rows], None, actor, now)
     for r in rows:
         add_history(
             conn,
-            r.device_id,
+            r.id,
             "campaign",
             f"campaign {campaign_id}: sent back to the previous version (campaign aborted)",
             {"campaign": campaign_id, "state": REVERTING},
             now,
         )
     return serials
+
+
+def updated_rows(campaign_ids: Sequence[int]) -> Select[Any]:
+    """The rows (campaign, device) of devices these campaigns updated, which an abort with
+    rollback sends back: ``succeeded`` with a phase (not those that already ran the
+    release), of devices that are still active."""
+    return (
+        select(cd.c.campaign_id, cd.c.device_id)
+        .join(devices, devices.c.id == cd.c.device_id)
+        .where(
+            cd.c.campaign_id.in_(list(campaign_ids)),
+            cd.c.state == SUCCEEDED,
+            cd.c.phase.is_not(None),
+            devices.c.status == "active",
+        )
+    )
 
 
 def _audit(

@@ -3,7 +3,8 @@ of four categories, with a proof a client can check.
 
 Categories, decided in this order for a group whose target firmware version is ``target``:
 
-1. **updating** — the boot slot is ``trying`` (a trial boot is never on target), or the
+1. **updating** — the boot slot is on trial (the agent reports boot state ``trial``;
+   ``trying`` is accepted as well; a trial boot is never on target), or the
    device is in progress in the campaign that rolls the target out (assigned, downloading,
    downloaded, installing, or reverting after an abort);
 2. **on target** — the inventory reports ``target``; or the device reported ``committed``
@@ -39,6 +40,9 @@ ON_TARGET, UPDATING, FAILED_LEVEL, NOT_REACHED = "on_target", "updating", "faile
 CATEGORIES = (ON_TARGET, UPDATING, FAILED_LEVEL, NOT_REACHED)
 
 _MOVING = (ASSIGNED, DOWNLOADING, DOWNLOADED, INSTALLING, REVERTING)
+# Boot states of a slot on trial: ``trial`` is what the agent reports
+# (:func:`garrison.agent.inventory.boot_report`); ``trying`` is the boot environment's word.
+TRIAL_STATES = frozenset({"trial", "trying"})
 _FAILED = (FAILED, ROLLED_BACK, REVERTED)
 
 
@@ -61,7 +65,7 @@ class MemberFacts:
 
 def classify(facts: MemberFacts, target: str | None) -> str:
     """The one category of a member (see the module docstring for the order)."""
-    if facts.slot_state == "trying" or facts.campaign_state in _MOVING:
+    if facts.slot_state in TRIAL_STATES or facts.campaign_state in _MOVING:
         return UPDATING
     if target is not None:
         if facts.firmware == target:

@@ -4,7 +4,8 @@
 to date with its group, asks the pure :func:`.campaign.decide` what to do, and applies it —
 assign pending devices, move to the next phase, halt past the failure threshold, complete
 (the release becomes the group's desired firmware). It also settles devices sent back by an
-abort (``reverting`` → ``reverted`` once their rollback command is done).
+abort (``reverting`` → ``reverted`` once their rollback command is done), and sends back a
+device whose ``committed`` report raced an abort with rollback (the abort could not see it).
 
 Safe with several replicas on one database:
 
@@ -13,7 +14,9 @@ Safe with several replicas on one database:
   advancing is skipped, never advanced twice at once. SQLite has one writer
   (:meth:`Database.write`).
 * Devices are assigned with ``UPDATE … WHERE state = 'pending' RETURNING``: a device is
-  assigned once, and only the devices actually changed are recorded.
+  assigned once, and only the devices actually changed are recorded. The devices' rows are
+  locked first and the update re-checks that no other active campaign holds the device: two
+  replicas advancing two campaigns never assign one device in both.
 * The campaign row is written with a compare-and-set on ``revision``; a lost race rolls the
   whole step back (nothing half-applied) and the next tick tries again.
 * Automatic transitions (phase started, halted, completed) are audited as
@@ -33,14 +36,17 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, and_, select, update
+from sqlalchemy import Connection, and_, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
 
 from garrison.clock import Clock
 from garrison.fleet.campaign import (
+    ABORTED,
+    ACTIVE,
     ASSIGNED,
     COMPLETED,
+    EXCLUDED,
     FAILED,
     HALTED,
     PENDING,
@@ -57,18 +63,27 @@ from garrison.fleet.campaign_sync import SyncPlan, apply_sync, plan_sync
 from garrison.fleet.campaigns import (
     SYSTEM_ACTOR,
     CampaignChanged,
+    CampaignDataMissing,
     campaign_members,
     lock_campaign,
     refresh_group,
+    revert_updated,
     save_campaign,
     unassign,
+    updated_rows,
 )
 from garrison.fleet.desired_state import set_group_firmware
 from garrison.fleet.directives import ReleaseInfo, load_releases, recompute
 from garrison.fleet.history import add_history
 from garrison.store.audit_log import AuditEntry, append_audit_many
 from garrison.store.database import Database
-from garrison.store.tables import campaign_devices, campaigns, device_commands, device_inventory
+from garrison.store.tables import (
+    campaign_devices,
+    campaigns,
+    device_commands,
+    device_inventory,
+    devices,
+)
 from garrison.updates.commands import ROLLBACK
 
 log = logging.getLogger(__name__)
@@ -96,6 +111,7 @@ class Step:
     assigned: list[int] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
     settled: int = 0
+    sent_back: list[str] = field(default_factory=list)  # late commits after an abort
 
 
 @dataclass
@@ -103,32 +119,85 @@ class TickReport:
     steps: list[Step] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)  # locked by another replica
     retry: list[int] = field(default_factory=list)  # lost a race; tried again next tick
+    broken: list[int] = field(default_factory=list)  # refer to missing rows; logged
 
     @property
     def assigned(self) -> int:
         return sum(len(s.assigned) for s in self.steps)
 
 
+def _busy_elsewhere(campaign_id: int) -> Any:
+    """True for a device (the ``campaign_devices`` row being updated) that belongs to
+    another active campaign by the rule of :func:`.campaign_sync.plan_sync`: it started
+    there (any state but pending or excluded), or waits there in an older campaign."""
+    other = cd.alias("other")
+    return (
+        select(other.c.device_id)
+        .join(campaigns, campaigns.c.id == other.c.campaign_id)
+        .where(
+            other.c.device_id == cd.c.device_id,
+            other.c.campaign_id != campaign_id,
+            campaigns.c.state.in_(ACTIVE),
+            or_(
+                other.c.state.not_in((PENDING, EXCLUDED)),
+                and_(other.c.state == PENDING, other.c.campaign_id < campaign_id),
+            ),
+        )
+        .exists()
+    )
+
+
 def _assign(
     conn: Connection, campaign_id: int, phase: int, ids: tuple[int, ...], now: dt.datetime
 ) -> list[int]:
-    """pending → assigned for ``ids`` (those still pending), recording the firmware they
-    run now as ``from_version``; returns the ids actually assigned."""
+    """pending → assigned for ``ids`` (those still pending and not taken by another
+    campaign), recording the firmware they run now as ``from_version``; returns the ids
+    actually assigned.
+
+    No device is assigned in two campaigns at once, whatever replicas do: the campaign's
+    pending rows and then the devices' rows are locked (``FOR UPDATE``, in device id
+    order, the order :func:`.directives.recompute` locks them in later), and the update
+    re-checks, after the lock, that no other active campaign holds the device. A replica
+    assigning the same device in another campaign holds the same device row lock until it
+    commits; PostgreSQL takes a fresh snapshot for the update statement, so the re-check
+    sees that commit. (SQLite has one writer: the check alone suffices.)"""
     done: list[int] = []
     firmware = (
         select(device_inventory.c.firmware)
         .where(device_inventory.c.device_id == cd.c.device_id)
         .scalar_subquery()
     )
+    busy = _busy_elsewhere(campaign_id)
     for start in range(0, len(ids), CHUNK):
-        chunk = list(ids[start : start + CHUNK])
+        chunk = sorted(ids[start : start + CHUNK])
+        pending = list(
+            conn.execute(
+                select(cd.c.device_id)
+                .where(
+                    cd.c.campaign_id == campaign_id,
+                    cd.c.device_id.in_(chunk),
+                    cd.c.state == PENDING,
+                )
+                .order_by(cd.c.device_id)
+                .with_for_update()
+            ).scalars()
+        )
+        if not pending:
+            continue
+        conn.execute(
+            select(devices.c.id)
+            .where(devices.c.id.in_(pending))
+            .order_by(devices.c.id)
+            .with_for_update()
+        ).all()
         done.extend(
             conn.execute(
                 update(cd)
                 .where(
                     cd.c.campaign_id == campaign_id,
-                    cd.c.device_id.in_(chunk),
+                    cd.c.device_id.in_(pending),
                     cd.c.state == PENDING,
+                    ~busy,
                 )
                 .values(
                     state=ASSIGNED,
@@ -141,7 +210,7 @@ def _assign(
                 .returning(cd.c.device_id)
             ).scalars()
         )
-    return done
+    return sorted(done)
 
 
 def settle_reverts(conn: Connection, campaign_id: int, now: dt.datetime) -> int:
@@ -213,7 +282,9 @@ def prepare(conn: Connection, campaign_id: int, now: dt.datetime) -> Prepared | 
     row = conn.execute(select(campaigns).where(campaigns.c.id == campaign_id)).first()
     if row is None or row.state != RUNNING:
         return None
-    release = load_releases(conn, [row.release_id])[row.release_id]
+    release = load_releases(conn, [row.release_id]).get(row.release_id)
+    if release is None:
+        raise CampaignDataMissing(f"campaign {campaign_id}: its release {row.release_id} is gone")
     sync = plan_sync(conn, campaign_id, row.group_id, release, now)
     recent = now - RATE_WINDOW
     members = sync.apply_to(
@@ -242,6 +313,8 @@ def advance_campaign(database: Database, campaign_id: int, now: dt.datetime) -> 
         step = Step(
             campaign_id, row.state, row.phase, settled=settle_reverts(conn, campaign_id, now)
         )
+        if row.state == ABORTED and Plan.from_text(row.plan).rollback_on_abort:
+            step.sent_back = revert_updated(conn, campaign_id, ACTOR, now)
         if prepared is None or row.state != RUNNING:
             return step
         if row.revision != prepared.revision:
@@ -300,19 +373,38 @@ def apply_step(
 
 
 def due_campaigns(conn: Connection) -> list[int]:
-    """Campaigns a tick looks at: running ones, and any with devices being sent back."""
-    running = set(
-        conn.execute(select(campaigns.c.id).where(campaigns.c.state == RUNNING)).scalars()
-    )
-    running.update(
+    """Campaigns a tick looks at: running ones, any with devices being sent back, and any
+    aborted with rollback that still has a device it updated and did not send back.
+
+    The last catches a device whose ``committed`` report raced the abort (its transaction
+    read the campaign as running, and the abort did not see its row as ``succeeded`` yet):
+    the tick sends it back like the abort did. Cheap: the campaigns table is read by
+    state, and only the rows of campaigns aborted with rollback are looked at."""
+    due = set(conn.execute(select(campaigns.c.id).where(campaigns.c.state == RUNNING)).scalars())
+    due.update(
         conn.execute(select(cd.c.campaign_id).where(cd.c.state == REVERTING).distinct()).scalars()
     )
-    return sorted(running)
+    with_rollback = [
+        r.id
+        for r in conn.execute(
+            select(campaigns.c.id, campaigns.c.plan).where(campaigns.c.state == ABORTED)
+        )
+        if Plan.from_text(r.plan).rollback_on_abort
+    ]
+    for start in range(0, len(with_rollback), CHUNK):
+        chunk = with_rollback[start : start + CHUNK]
+        due.update(
+            conn.execute(
+                updated_rows(chunk).with_only_columns(cd.c.campaign_id).distinct()
+            ).scalars()
+        )
+    return sorted(due)
 
 
 def tick(database: Database, now: dt.datetime) -> TickReport:
     """Advance every due campaign once, each in its own transaction. A campaign that loses a
-    race (another replica wrote it, a deadlock) is rolled back and left to the next tick."""
+    race (another replica wrote it, a deadlock) is rolled back and left to the next tick; one
+    that refers to a missing row is logged and skipped, never stopping the others."""
     report = TickReport()
     with database.read() as conn:
         due = due_campaigns(conn)
@@ -326,6 +418,10 @@ def tick(database: Database, now: dt.datetime) -> TickReport:
         except DBAPIError as exc:  # a deadlock or a lost connection: rolled back, retried
             log.warning("campaign %s: step rolled back, retried next tick: %s", campaign_id, exc)
             report.retry.append(campaign_id)
+            continue
+        except CampaignDataMissing:  # a bug or a damaged database: the others still advance
+            log.exception("campaign %s cannot be advanced", campaign_id)
+            report.broken.append(campaign_id)
             continue
         if step is None:
             report.skipped.append(campaign_id)

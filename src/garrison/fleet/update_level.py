@@ -94,7 +94,9 @@ def fleet_level(conn: Connection) -> list[GroupLevel]:
         )
         .where(devices.c.status == "active")
     ):
-        by_group[member.group_id].append(member)
+        listed = by_group.get(member.group_id)
+        if listed is not None:  # a group created after the groups were read is not listed
+            listed.append(member)
     levels = []
     for g in groups:
         release_id, campaign_id = targets[g.id]

@@ -56,14 +56,24 @@ def _target(request: Request, campaign_id: int) -> None:
 async def list_campaigns(
     cp: Plane,
     principal: DeviceReader,
-    state: Annotated[str | None, Query(max_length=16)] = None,
+    state: Annotated[
+        str | None, Query(max_length=16, description="a campaign state, or active")
+    ] = None,
     group: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=service.MAX_CAMPAIGNS_PAGE)] = service.CAMPAIGNS_PAGE,
+    before: Annotated[
+        int | None, Query(ge=1, description="only campaigns with a smaller id (the next page)")
+    ] = None,
 ) -> list[cs.CampaignPublic]:
-    """Campaigns, newest first; optionally only one ``state`` or one ``group``."""
+    """Campaigns, newest first, ``limit`` at a time (the next page: ``before`` = the last
+    id); optionally only one ``state`` (``active``: running, paused or halted) or one
+    ``group``."""
 
     def run() -> list[service.CampaignView]:
         with cp.database.read() as conn:
-            return service.list_campaigns(conn, state=state, group=group)
+            return service.list_campaigns(
+                conn, state=state, group=group, limit=limit, before=before
+            )
 
     return [cs.CampaignPublic(**_public(v)) for v in await run_in_threadpool(run)]
 

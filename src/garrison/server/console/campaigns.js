@@ -1,9 +1,12 @@
 // Campaigns: the list (refreshing every 5 seconds) and the form that starts a new one.
 
 import { api } from "./api.js";
-import { listCampaigns, listGroups } from "./data.js";
+import { campaignSummary, listGroups } from "./data.js";
 import { campaignProgress } from "./overview.js";
-import { ago, card, chip, empty, fill, h, icon, table, toast } from "./ui.js";
+import { ago, card, chip, empty, fill, fmtNumber, h, icon, table, toast } from "./ui.js";
+
+const PAGE = 100; // campaigns per page (GET /campaigns serves at most 1000 at once)
+const MAX_SHOWN = 1000;
 
 const COLUMNS = [
   { label: "Campaign", render: (c) => h("span", {}, h("strong", {}, c.name), h("span", { class: "sub" }, `#${c.id} · by ${c.created_by.replace(/^principal:/, "")}`)) },
@@ -22,10 +25,33 @@ async function renderList(ctx) {
     ? h("a", { class: "btn primary", href: "#/campaigns/new", "data-action": "new-campaign" }, icon("plus", "sm"), "New campaign")
     : null;
   const results = h("div");
+  let shown = PAGE; // the newest campaigns first; "Show older" adds a page (up to MAX_SHOWN)
 
   async function refresh() {
-    const campaigns = await listCampaigns();
+    const rows = await api("/campaigns", { params: { limit: shown } });
     if (!ctx.alive) return;
+    const campaigns = rows.map(campaignSummary);
+    const more =
+      rows.length === shown && shown < MAX_SHOWN
+        ? h(
+            "div",
+            { class: "pager" },
+            `The newest ${fmtNumber(rows.length)}`,
+            h(
+              "button",
+              {
+                class: "btn sm",
+                type: "button",
+                "data-action": "older-campaigns",
+                onclick: () => {
+                  shown = Math.min(MAX_SHOWN, shown + PAGE);
+                  refresh();
+                },
+              },
+              "Show older campaigns",
+            ),
+          )
+        : null;
     fill(
       results,
       table(COLUMNS, campaigns, {
@@ -37,6 +63,7 @@ async function renderList(ctx) {
           newButton && newButton.cloneNode(true),
         ),
       }),
+      more,
     );
   }
 

@@ -1,7 +1,8 @@
 // Fleet overview: totals, the update level of every group, and the campaigns in progress.
 // Refreshes every 5 seconds while shown.
 
-import { LIVE_CAMPAIGN, deviceStatuses, fleetLevel, listCampaigns } from "./data.js";
+import { api } from "./api.js";
+import { LIVE_CAMPAIGN, campaignSummary, deviceStatuses, fleetLevel } from "./data.js";
 import { card, chip, empty, fill, fmtNumber, h, icon, legend, percent, stackBar } from "./ui.js";
 
 const HOUR = 3600 * 1000;
@@ -115,6 +116,12 @@ export function campaignProgress(c) {
   );
 }
 
+/** Every running, paused or halted campaign (at most one per group), however old. */
+async function liveCampaigns() {
+  const rows = await api("/campaigns", { params: { state: "active", limit: 1000 } });
+  return rows.map(campaignSummary);
+}
+
 function campaignsCard(campaigns, canManage) {
   const action = canManage
     ? h("a", { class: "btn sm", href: "#/campaigns/new" }, icon("plus", "sm"), "New campaign")
@@ -141,7 +148,7 @@ export async function render(ctx) {
   const running = h("div");
 
   async function refresh() {
-    const [devices, lvl, campaigns] = await Promise.all([deviceStatuses(), fleetLevel(), listCampaigns()]);
+    const [devices, lvl, campaigns] = await Promise.all([deviceStatuses(), fleetLevel(), liveCampaigns()]);
     if (!ctx.alive) return;
     const t = totals(devices);
     fill(
