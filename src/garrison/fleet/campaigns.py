@@ -16,8 +16,9 @@ Guarantees:
   ``pending``; devices that started finish and still report (an A/B install is never cut).
 * Abort with rollback sends devices this campaign updated (``succeeded``) back with the
   operator rollback command of issue 3 (``reverting``; ``reverted`` once the device did it);
-  a device that commits after such an abort is sent back as well. The decision is recorded
-  in the stored plan's ``rollback_on_abort``.
+  a device that commits after such an abort is sent back as well — by its report, or by the
+  scheduler when the report raced the abort (:func:`.scheduler.due_campaigns`). The
+  decision is recorded in the stored plan's ``rollback_on_abort``.
 * Within one transaction, locks are taken in the order campaign row → campaign device rows
   → device rows (directives) → audit head (appended last), here, in the scheduler and in
   device reports.
