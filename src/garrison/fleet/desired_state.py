@@ -9,6 +9,10 @@ Guarantees:
 * Every change recomputes the directives of the devices it reaches (the group's members, or
   the device) in the same transaction, and is audited there by :func:`set_desired` /
   :func:`clear_desired` (:func:`set_group_firmware` leaves the audit to its caller).
+* A group's entry is changed only with the group's row locked ``FOR UPDATE`` (taken before
+  its members are read): a device being added to the group by a concurrent transaction is
+  recomputed by whichever of the two commits second, so its directive has both changes
+  (:mod:`garrison.fleet.group_locks`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from sqlalchemy import Connection, and_, delete, select
 
 from garrison.errors import InvalidRequest
 from garrison.fleet.directives import entry_of, load_releases, recompute
+from garrison.fleet.group_locks import lock_group, lock_groups
 from garrison.fleet.upsert import upsert
 from garrison.store.audit_log import append_audit
 from garrison.store.tables import desired_state, device_groups, devices, group_members, releases
@@ -88,8 +93,12 @@ class DesiredView:
     updated_at: dt.datetime
 
 
-def scope_id(conn: Connection, scope: Scope, name: str) -> int:
-    """The id of group ``name`` or device ``name`` (a serial); :class:`LookupError` if none."""
+def scope_id(conn: Connection, scope: Scope, name: str, *, lock: bool = False) -> int:
+    """The id of group ``name`` or device ``name`` (a serial); :class:`LookupError` if none.
+    With ``lock``, a group's row is locked ``FOR UPDATE`` (a device's row is left to
+    ``recompute``)."""
+    if scope == "group" and lock:
+        return lock_group(conn, name, shared=False)
     if scope == "group":
         found = conn.execute(
             select(device_groups.c.id).where(device_groups.c.name == name)
@@ -220,7 +229,7 @@ def set_desired(
     conn: Connection, scope: Scope, name: str, spec: DesiredSpec, actor: str, now: dt.datetime
 ) -> DesiredView:
     """Replace the desired state of group or device ``name`` with ``spec`` (audited)."""
-    ident = scope_id(conn, scope, name)
+    ident = scope_id(conn, scope, name, lock=True)
     firmware, apps = validate(conn, spec)
     _store(conn, scope, ident, firmware, apps, actor, now)
     view = get_desired(conn, scope, name)
@@ -240,7 +249,7 @@ def set_desired(
 def clear_desired(conn: Connection, scope: Scope, name: str, actor: str, now: dt.datetime) -> None:
     """Remove the desired state of group or device ``name`` (audited); :class:`LookupError`
     if it has none."""
-    ident = scope_id(conn, scope, name)
+    ident = scope_id(conn, scope, name, lock=True)
     gone = conn.execute(
         delete(desired_state).where(
             and_(desired_state.c.scope == scope, desired_state.c.scope_id == ident)
@@ -260,9 +269,10 @@ def set_group_firmware(
     """Make ``release_id`` the firmware of group ``group_id``'s desired state, keeping its
     apps (a campaign that completed makes its release the group's firmware). Recomputes the
     members' directives; the caller audits. :class:`LookupError` for an unknown group,
-    :class:`InvalidRequest` for a release that is not a published image."""
-    exists = conn.execute(select(device_groups.c.id).where(device_groups.c.id == group_id)).first()
-    if exists is None:
+    :class:`InvalidRequest` for a release that is not a published image. Locks the group's
+    row ``FOR UPDATE`` first: the caller must not hold a device row lock yet (see
+    :mod:`garrison.fleet.group_locks`)."""
+    if not lock_groups(conn, [group_id], shared=False):
         raise LookupError(f"no group with id {group_id}")
     info = load_releases(conn, [release_id]).get(release_id)
     if info is None or not info.published or info.install != "image":

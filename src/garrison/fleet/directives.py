@@ -8,9 +8,15 @@ Guarantees:
 * A directive is a pure function of the database state it reads (no clock, no randomness):
   every replica computes the same bytes, and the ETag (the first 32 hex digits of the SHA-256
   of the canonical body without its ``etag``) changes exactly when the body does.
-* :func:`recompute` locks the devices' rows (``SELECT … FOR UPDATE`` on PostgreSQL; SQLite
-  has one writer) before it reads anything, so two transactions that change different inputs
-  of one device cannot store a directive that misses either change.
+* :func:`recompute` locks the devices' rows (``SELECT … FOR NO KEY UPDATE`` on PostgreSQL,
+  in id order; SQLite has one writer) before it reads anything, so two transactions that
+  change different inputs *of one device* cannot store a directive that misses either
+  change. That alone does not cover a change that reaches devices through a group (the
+  group's members are read as committed): group changes and member changes also lock the
+  group's row first (:mod:`garrison.fleet.group_locks`, which gives the lock order).
+  ``NO KEY UPDATE`` does not wait for the key-share locks of inserts that reference a
+  device, so a transaction that wrote such a row and then waits for a group lock cannot
+  deadlock with one that holds the group and recomputes the device.
 * A firmware or app release is put in a directive only if it is published, of the right
   install type and built for the device's hardware model; a device on update hold, or
   reverting in a campaign, gets no firmware.
@@ -211,7 +217,7 @@ def load_inputs(conn: Connection, ids: Sequence[int], *, lock: bool) -> dict[int
         devices.c.id.in_(ids)
     )
     if lock:
-        query = query.order_by(devices.c.id).with_for_update()
+        query = query.order_by(devices.c.id).with_for_update(key_share=True)
     inputs = {
         row.id: DeviceInputs(row.id, row.model, bool(row.update_hold))
         for row in conn.execute(query)

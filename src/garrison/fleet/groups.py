@@ -8,6 +8,11 @@ Guarantees:
   device when the filter changes (:func:`refresh_group`). Revoked devices leave it.
 * Every membership, priority or window change recomputes the directives of the devices it
   reaches, in the same transaction.
+* Concurrent changes meet on the group's row before anything is read or written
+  (:mod:`garrison.fleet.group_locks`): a member change takes it ``FOR SHARE``, a change of
+  the group itself ``FOR UPDATE``; filter evaluations are ordered by the membership lock. So
+  a device joining a group while the group's desired state, priority, window or filter
+  changes ends with a directive and memberships that include both changes.
 * Every operator change is audited in its transaction; a refused change raises before it
   writes anything (:class:`InvalidRequest` 400, :class:`LookupError` 404,
   :class:`Conflict` 409).
@@ -30,6 +35,12 @@ from sqlalchemy import Connection, Row, Select, and_, delete, func, select, upda
 from garrison.errors import Conflict, InvalidRequest
 from garrison.fleet.directives import CHUNK, recompute
 from garrison.fleet.filters import Facts, Filter, parse_filter
+from garrison.fleet.group_locks import (
+    lock_device_evaluation,
+    lock_group,
+    lock_groups,
+    lock_membership,
+)
 from garrison.fleet.upsert import insert_missing
 from garrison.fleet.windows import parse_window
 from garrison.store.audit_log import append_audit
@@ -172,6 +183,8 @@ def create_group(conn: Connection, spec: GroupSpec, actor: str, now: dt.datetime
         raise InvalidRequest("a static group has no filter; its members are named")
     priority = _check_priority(spec.priority)
     window = _window_text(spec.window)
+    if spec.kind == "dynamic":
+        lock_membership(conn, exclusive=True)  # no evaluation of one device runs meanwhile
     exists = conn.execute(select(device_groups.c.id).where(device_groups.c.name == spec.name))
     if exists.first() is not None:
         raise Conflict(f"a group named {spec.name!r} exists already")
@@ -212,7 +225,11 @@ def create_group(conn: Connection, spec: GroupSpec, actor: str, now: dt.datetime
 def update_group(
     conn: Connection, name: str, change: GroupUpdate, actor: str, now: dt.datetime
 ) -> GroupView:
-    """Change a group's filter, priority or window (audited)."""
+    """Change a group's filter, priority or window (audited). Locks the group's row
+    (after the membership lock when the filter changes) before reading it."""
+    if "filter" in change.given:
+        lock_membership(conn, exclusive=True)
+    lock_group(conn, name, shared=False)
     group = get_group(conn, name)
     unknown = change.given - {"filter", "priority", "window"}
     if unknown:
@@ -256,6 +273,7 @@ def update_group(
 def delete_group(conn: Connection, name: str, actor: str, now: dt.datetime) -> None:
     """Delete a group, its desired state and memberships (audited); :class:`Conflict` if
     a campaign refers to it."""
+    lock_group(conn, name, shared=False)  # nobody adds members or sets its state meanwhile
     group = get_group(conn, name)
     used = conn.execute(
         select(campaigns.c.id, campaigns.c.state)
@@ -327,7 +345,9 @@ def change_members(
 ) -> GroupView:
     """Add and remove members of static group ``name`` by serial (audited). Adding a member
     twice or removing a non-member changes nothing; an unknown serial refuses the whole
-    request."""
+    request. Locks the group's row ``FOR SHARE`` first: a concurrent change of the group
+    (its desired state, priority, window) waits for this one, or this one for it."""
+    lock_group(conn, name, shared=True)
     group = get_group(conn, name)
     if group.kind != "static":
         raise Conflict(
@@ -474,7 +494,13 @@ def _dynamic_groups(conn: Connection) -> list[tuple[int, Filter]]:
 
 def refresh_device(conn: Connection, device_id: int, now: dt.datetime) -> bool:
     """Re-evaluate every dynamic group for one device; recompute its directive if its
-    membership changed. Returns whether it did."""
+    membership changed. Returns whether it did.
+
+    Takes the membership lock shared and the device's evaluation lock before it reads a
+    filter, and the rows of the groups it joins or leaves ``FOR SHARE`` before it writes;
+    an unchanged membership locks no row. The caller must not hold the device's row (see
+    :mod:`garrison.fleet.group_locks`)."""
+    lock_device_evaluation(conn, device_id)
     groups = _dynamic_groups(conn)
     if not groups:
         return False
@@ -490,12 +516,13 @@ def refresh_device(conn: Connection, device_id: int, now: dt.datetime) -> bool:
     }
     if wanted == current:
         return False
+    present = lock_groups(conn, wanted ^ current, shared=True)  # a deleted one is skipped
     insert_missing(
         conn,
         group_members,
-        [{"group_id": g, "device_id": device_id} for g in sorted(wanted - current)],
+        [{"group_id": g, "device_id": device_id} for g in sorted((wanted - current) & present)],
     )
-    leaving = sorted(current - wanted)
+    leaving = sorted((current - wanted) & present)
     if leaving:
         conn.execute(
             delete(group_members).where(
@@ -508,7 +535,11 @@ def refresh_device(conn: Connection, device_id: int, now: dt.datetime) -> bool:
 
 def refresh_group(conn: Connection, group_id: int, now: dt.datetime) -> tuple[int, int]:
     """Re-evaluate dynamic group ``group_id`` over every active device; recompute the
-    directives of those who joined or left. Returns (joined, left)."""
+    directives of those who joined or left. Returns (joined, left). Takes the membership
+    lock exclusively, then the group's row ``FOR UPDATE`` (a caller holding the row must
+    have taken the membership lock before it)."""
+    lock_membership(conn, exclusive=True)
+    lock_groups(conn, [group_id], shared=False)
     row = conn.execute(
         select(device_groups.c.kind, device_groups.c.filter).where(device_groups.c.id == group_id)
     ).first()

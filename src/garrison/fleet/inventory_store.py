@@ -8,6 +8,8 @@ Guarantees:
 * An unchanged report (same digest) writes only its uptime and time; a changed one stores
   the report, adds one history row per change, re-evaluates the device's dynamic groups and,
   if its membership changed, recomputes its directive — all in the caller's transaction.
+  The caller must not hold the device's row lock yet (a re-evaluation may wait for group
+  locks: see :mod:`garrison.fleet.group_locks`).
 """
 
 from __future__ import annotations

@@ -39,6 +39,9 @@ async def checkin(
                     select(devices.c.model).where(devices.c.id == device.device_id)
                 ).scalar_one()
                 record_inventory(conn, device.device_id, device.serial, model, inventory, now)
+            # Before check_in writes the device's row: a first contact evaluates dynamic
+            # groups, which waits for group locks (lock order: fleet/group_locks.py).
+            directive = first_directive(conn, device.device_id, now)
             if check_in(conn, device, now):
                 invalidate_crl(conn)
                 append_audit(
@@ -50,7 +53,7 @@ async def checkin(
                     now=now,
                     details={"current": device.certificate},
                 )
-            return first_directive(conn, device.device_id, now)
+            return directive
 
     directive = await run_in_threadpool(run)
     return fleet_schemas.CheckInResult(
