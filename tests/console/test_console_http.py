@@ -3,12 +3,15 @@ console router adds (``GET /api/v1/me``, ``GET /api/v1/audit/page``)."""
 
 from __future__ import annotations
 
+import gc
 import re
+import tracemalloc
+from pathlib import Path
 
 import httpx
 import pytest
 
-from garrison.server.console import ASSETS, CONTENT_SECURITY_POLICY, load_asset
+from garrison.server.console import ASSETS, CONTENT_SECURITY_POLICY, load_assets
 from garrison.store.audit_log import read_audit
 from tests.console.conftest import ConsoleFleet
 
@@ -117,10 +120,42 @@ def test_only_shipped_files_are_served(console_fleet: ConsoleFleet, path: str) -
     assert audit_since(console_fleet, seq) == []
 
 
-def test_load_asset_matches_names_never_paths() -> None:
-    assert load_asset("app.js") is not None
+def test_the_asset_table_holds_exactly_the_shipped_files(tmp_path: Path) -> None:
+    assets = load_assets()
+    shipped = {p.name for p in ASSETS.iterdir() if p.is_file()}
+    assert set(assets) == shipped and "app.js" in assets
     for name in ("../console.py", "console/app.js", "app", "", "app.js/", "index.html\x00"):
-        assert load_asset(name) is None
+        assert assets.get(name) is None
+    with pytest.raises(TypeError):
+        assets["evil.js"] = assets["app.js"]  # type: ignore[index]  # read-only
+    # Files of another type or name in the directory are never in the table.
+    for name in ("ok.js", "notes.txt", "Upper.js", ".hidden.css"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / "dir.js").mkdir()
+    assert set(load_assets(tmp_path)) == {"ok.js"}
+
+
+def test_unknown_asset_names_do_not_grow_the_server(console_fleet: ConsoleFleet) -> None:
+    """Every distinct unknown name used to be remembered (functools.cache on the lookup):
+    unauthenticated requests could grow the server without bound. 120 names of 12 KB
+    (1.4 MB if kept) leave less than 0.3 MB behind in the server (what this test's own
+    client keeps, e.g. urllib's parse cache, is not counted)."""
+    names = [f"{i:05d}{'a' * 12_000}.js" for i in range(120)]
+    server_side = [tracemalloc.Filter(False, __file__, all_frames=True)]
+    with client(console_fleet) as http:
+        assert http.get(f"/console/{names[0]}").status_code == 404  # warm up
+        gc.collect()
+        tracemalloc.start(30)
+        try:
+            before = tracemalloc.take_snapshot().filter_traces(server_side)
+            for name in names:
+                assert http.get(f"/console/{name}").status_code == 404
+            gc.collect()
+            after = tracemalloc.take_snapshot().filter_traces(server_side)
+        finally:
+            tracemalloc.stop()
+    grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    assert grown < 300_000, f"the server kept {grown} bytes after 120 unknown names"
 
 
 # -- GET /api/v1/me -------------------------------------------------------------------------

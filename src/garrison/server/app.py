@@ -122,6 +122,7 @@ def create_app(fleet: Fleet, database: Database, clock: Clock = utc_now) -> Fast
         database, fleet.paths.artifacts, fleet.snapshot_signer, fleet.timestamp_signer, clock
     )
     app.state.control_plane = ControlPlane(fleet, database, enrollment, releases, clock)
+    app.state.console_assets = console.load_assets()  # read once; requests only look up
     app.add_exception_handler(GarrisonError, garrison_error_handler)
     app.add_exception_handler(LookupError, lookup_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)

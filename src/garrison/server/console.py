@@ -12,8 +12,10 @@ Guarantees:
   required so that no string can become markup), ``X-Frame-Options: DENY`` and
   ``frame-ancestors 'none'`` (no clickjacking), ``nosniff`` and ``no-referrer``.
 - Only the files shipped in ``server/console/`` are served, by exact name; nothing else on
-  disk is reachable (names are matched against a fixed pattern, never joined to a path
-  taken from the request).
+  disk is reachable. The shipped files are read once, when the application is created
+  (:func:`load_assets`), into a fixed table that requests only look names up in: a request
+  never touches the disk, and no name taken from a request is kept (an unknown name costs
+  nothing but its 404, however many are asked for).
 - Assets are revalidated on every load (``no-cache`` with an ETag): an upgraded control
   plane never runs a stale console. API data is never cached (``/me`` and the audit page
   answer ``no-store``; the console fetches with ``cache: "no-store"``).
@@ -24,9 +26,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
+from types import MappingProxyType
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse, RedirectResponse
@@ -90,24 +93,37 @@ class Asset:
     etag: str
 
 
-@cache
-def load_asset(name: str) -> Asset | None:
-    """The shipped console file ``name`` (a flat file name of an allowed type), or None.
+Assets = Mapping[str, Asset]
 
-    Cached for the life of the process: the assets are part of the installed package."""
-    match = ASSET_NAME.fullmatch(name)
-    if match is None:
-        return None
-    path = ASSETS / name
-    if not path.is_file():
-        return None
-    body = path.read_bytes()
-    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-    return Asset(body, MEDIA_TYPES[match.group(1)], etag)
+
+def load_assets(directory: Path = ASSETS) -> Assets:
+    """Every shipped console file in ``directory`` (flat names of an allowed type: other
+    files are never served), read now, as a read-only table by name. The application reads
+    them once, when it is created (``app.state.console_assets``); they are part of the
+    installed package."""
+    found: dict[str, Asset] = {}
+    for path in sorted(directory.iterdir()):
+        match = ASSET_NAME.fullmatch(path.name)
+        if match is None or not path.is_file():
+            continue
+        body = path.read_bytes()
+        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+        found[path.name] = Asset(body, MEDIA_TYPES[match.group(1)], etag)
+    return MappingProxyType(found)
+
+
+def app_assets(request: Request) -> Assets:
+    """The table of the application serving ``request`` (read on first use by an
+    application that was not given one at creation)."""
+    state = request.app.state
+    assets: Assets | None = getattr(state, "console_assets", None)
+    if assets is None:
+        assets = state.console_assets = load_assets()
+    return assets
 
 
 def _serve(name: str, request: Request) -> Response:
-    asset = load_asset(name)
+    asset = app_assets(request).get(name)
     if asset is None:
         # Not audited, like any path that does not exist (see server/errors.py).
         return PlainTextResponse("not found\n", status_code=404, headers=SECURITY_HEADERS)
