@@ -165,12 +165,30 @@ def failing_serials(specs: list[DeviceSpec], count: int) -> frozenset[str]:
 # -- the run ---------------------------------------------------------------------------
 
 
-async def until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+async def until(
+    predicate: Callable[[], bool],
+    timeout: float,
+    what: str,
+    progress: Callable[[], str] | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
+    report = time.monotonic() + 30
     while not predicate():
-        if time.monotonic() > deadline:
-            raise BenchError(f"timed out after {timeout:.0f}s waiting for {what}")
+        now = time.monotonic()
+        if now > deadline:
+            detail = f" ({progress()})" if progress else ""
+            raise BenchError(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
+        if progress is not None and now > report:
+            _progress(f"waiting for {what}: {progress()}")
+            report = now + 30
         await asyncio.sleep(0.2)
+
+
+def tally_line(sim: Simulator) -> str:
+    tally = sim.tally
+    checked = tally.requests["POST /device/v1/checkin 200"]
+    errors = dict(tally.errors)
+    return f"{checked:,} checked in, {tally.failed_cycles} failed cycles, errors {errors}"
 
 
 def _level(scenario: Scenario) -> dict[str, Any]:
@@ -204,12 +222,15 @@ async def run(
     enrolled = time.perf_counter() - started
     _progress(f"{len(specs)} devices enrolled over EST in {enrolled:.1f}s; starting them")
     started = time.perf_counter()
-    sim.start(spread=max(1.0, min(args.poll_seconds, len(specs) / 500)))
+    # the first connections spread over a minute for 10,000 devices (a TLS handshake costs
+    # the server a few ms: all at once would overflow its accept queue)
+    sim.start(spread=max(1.0, len(specs) / 150))
     try:
         await until(
             lambda: sim.tally.requests["POST /device/v1/checkin 200"] >= len(specs),
             max(600.0, 0.3 * len(specs)),
             "every device's first check-in",
+            lambda: tally_line(sim),
         )
         checked = time.perf_counter() - started
         _progress(f"all checked in after {checked:.1f}s; creating the campaign")

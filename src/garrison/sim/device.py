@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import ssl
 import time
@@ -51,6 +52,8 @@ from garrison.errors import GarrisonError
 from garrison.sim.http import HttpConnection, HttpProtocolError, HttpResponse, build_request
 from garrison.sim.state import HEARTBEAT_POLLS, DeviceState
 from garrison.updates import apps as app_files
+
+log = logging.getLogger("garrison.sim")
 
 CHECKIN_PATH = "/device/v1/checkin"
 DIRECTIVE_PATH = "/device/v1/directive"
@@ -142,14 +145,18 @@ class DeviceLink:
         the campaign state machine ignores."""
         raw = build_request(method, path, self.host, headers, body)
         for attempt in (1, 2):
-            conn = await self._connection()
+            try:
+                conn = await self._connection()
+            except HttpProtocolError as exc:  # refused, reset or timed out: not retried now
+                self._tally.errors["connect"] += 1
+                raise SimDeviceError(f"{method} {path}: {exc}") from exc
             try:
                 response = await conn.send(raw, timeout=self.timeout)
             except HttpProtocolError as exc:
                 conn.close()
                 self._conn = None
                 if attempt == 2 or not retry:
-                    self._tally.errors[f"{method} {path}: {type(exc).__name__}"] += 1
+                    self._tally.errors[f"{method} {path}"] += 1
                     raise SimDeviceError(f"{method} {path}: {exc}") from exc
                 continue
             self._tally.count(method, path, response.status)
@@ -348,6 +355,13 @@ class SimDevice:
             except SimDeviceError as exc:
                 self.tally.failed_cycles += 1
                 self.last_error = str(exc)
+            except Exception as exc:  # a simulator bug must not silently stop a device
+                self.tally.failed_cycles += 1
+                kind = f"unexpected {type(exc).__name__}"
+                self.tally.errors[kind] += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                if self.tally.errors[kind] == 1:  # the first of a kind, with its traceback
+                    log.exception("simulated device %s: cycle failed", self.serial)
             await asyncio.sleep(self.wait_seconds())
 
     def close(self) -> None:
