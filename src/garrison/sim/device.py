@@ -10,10 +10,8 @@ docs/fleet.md:
 3. converge with the agent's planner: download, install (a simulated A/B install taking
    :attr:`Behaviour.install_seconds`, whose health check fails for the serials in
    :attr:`Behaviour.failing` and at :attr:`Behaviour.failure_rate`), apps;
-4. when the directive changed or the device checked in, ``GET /device/v1/commands`` and
-   the command's outcome (an operator's rollback puts the device on hold or reverting,
-   which changes a directive that names firmware; the heartbeat check-in bounds the wait
-   otherwise) — the real agent asks every cycle;
+4. when the directive names an operator command (``command``), ``GET /device/v1/commands``
+   and the command's outcome;
 5. send the queued reports (``POST /device/v1/report``), in order; check in again when the
    inventory changed.
 
@@ -318,17 +316,16 @@ class SimDevice:
     async def cycle(self) -> None:
         """One round of the agent (see the module docstring)."""
         self.tally.cycles += 1
-        etag, checked = None, False
+        etag = None
         if self.state.check_in_due(self.behaviour.heartbeat_polls):
-            etag, checked = await self.check_in(), True
+            etag = await self.check_in()
         else:
             self.state.polls_since_checkin += 1
         held = self.state.directive
-        changed = False
         if etag is None or held is None or etag != held.etag:
-            changed = await self.poll_directive()
+            await self.poll_directive()
         await self.converge()
-        if changed or checked:
+        if self.state.directive is not None and self.state.directive.command is not None:
             await self.run_command()
         await self.flush_reports()
         if self.state.inventory_changed():
