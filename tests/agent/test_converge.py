@@ -18,9 +18,12 @@ from garrison.agent.converge import (
     InstallFirmware,
     RemoveApp,
     WaitForWindow,
+    changes,
     plan,
+    wait_for_window,
 )
 from garrison.agent.directive import NO_DIRECTIVE, AppEntry, Directive, FirmwareEntry, KeptApp
+from garrison.agent.executor import detail_of
 from garrison.fleet.windows import parse_window
 from garrison.updates.apps import config_digest
 
@@ -279,3 +282,33 @@ def test_the_plan_is_deterministic() -> None:
 def test_a_naive_clock_is_refused() -> None:
     with pytest.raises(ValueError, match="aware"):
         plan(NO_DIRECTIVE, facts(), NOW.replace(tzinfo=None))
+
+
+def test_the_plan_keeps_its_window_and_names_what_waits_when_it_closed() -> None:
+    """The executor asks :attr:`Plan.window` again before each change; what is left then
+    waits, named as the plan names waiting changes."""
+    open_ = OPENS + dt.timedelta(minutes=30)
+    installed = {"old": AppFacts("1")}
+    made = plan(
+        directive(firmware=FW, apps=(PUMP,), window=SUNDAY_NIGHT), facts(apps=installed), open_
+    )
+    assert made.window == SUNDAY_NIGHT and not any(isinstance(s, WaitForWindow) for s in made.steps)
+    assert [changes(s) for s in made.steps] == [False, True, True, False, True, True]
+    closed = OPENS + dt.timedelta(hours=2)
+    wait = wait_for_window(SUNDAY_NIGHT, made.steps[1:], closed)
+    assert wait == WaitForWindow(
+        OPENS + dt.timedelta(days=7),
+        "Europe/Berlin",
+        ("firmware 2.1.0", "removing app old", "app pump 1.3.0", "configuring app pump"),
+    )
+    assert plan(directive(firmware=FW), facts(), NOW).window is None
+
+
+def test_an_install_detail_names_the_health_reason_once() -> None:
+    assert detail_of("rejected: false: exit status 1", "false: exit status 1") == (
+        "rejected: false: exit status 1"
+    )
+    assert detail_of("rolled-back: app pump 1.1 unhealthy; 1.0 runs again", "false: exit 1") == (
+        "rolled-back: app pump 1.1 unhealthy; 1.0 runs again (health: false: exit 1)"
+    )
+    assert detail_of("app pump 1.1 installed", "") == "app pump 1.1 installed"

@@ -133,3 +133,74 @@ def test_a_cut_removal_leaves_the_app_gone_and_the_leftover_is_cleaned(world: Wo
     assert any(p.name.startswith(".removed-") for p in (device.sim.root / "apps").iterdir())
     Agent(device.state, clock=Clock()).cycle()
     assert list((device.sim.root / "apps").iterdir()) == []
+
+
+def app_update_cut_after_switch(world: World, device: Device, *, earlier: bool) -> str:
+    """pump 1.0 runs (if ``earlier``); 1.1, which fails its health check, is desired; the
+    power goes right after its switch, before its checks ran. Returns 1.1's target."""
+    if earlier:
+        publish_app(world, "pump", "1.0", PUMP)
+        set_desired(
+            world,
+            world.operator,
+            device.config.serial,
+            {"apps": [{"name": "pump", "version": "1.0"}]},
+        )
+        Agent(device.state, clock=Clock()).cycle()
+        assert apps.current_version(device.sim.root, "pump") == "1.0"
+    bad = publish_app(
+        world, "pump", "1.1", {"bin/pump": b"pump 1.1\n"}, health_checks=(("false",),)
+    )
+    set_desired(
+        world, world.operator, device.config.serial, {"apps": [{"name": "pump", "version": "1.1"}]}
+    )
+    interrupted(device, "app-after-switch")
+    assert apps.current_version(device.sim.root, "pump") == "1.1"  # switched, not checked
+    return bad.target
+
+
+def test_a_cut_after_the_switch_of_an_unhealthy_app_runs_its_checks_and_rolls_back(
+    world: World,
+) -> None:
+    """Regression: recovery used to record ``committed`` without running the checks, and the
+    unhealthy version stayed current for good."""
+    device = world.enroll()
+    target = app_update_cut_after_switch(world, device, earlier=True)
+    agent = Agent(device.state, clock=Clock())
+    result = agent.cycle()
+    assert apps.current_version(device.sim.root, "pump") == "1.0"
+    assert f"recorded the interrupted install of {target}" in result.did
+    record = FleetFiles(device.state.root).load_record()
+    assert record.installing is None
+    last = record.last_update
+    assert last is not None and (last["outcome"], last["version"]) == ("rolled-back", "1.0")
+    assert last["event"].count("false: exit status 1") == 1
+    assert [(f.target, f.outcome) for f in record.failures] == [(target, "rolled-back")]
+    assert agent.inventory()["apps"] == {"pump": "1.0"}
+    again = agent.cycle()  # held: not tried again
+    assert again.did == () and again.plan is not None and isinstance(again.plan.steps[0], Hold)
+    assert apps.current_version(device.sim.root, "pump") == "1.0"
+
+
+def test_a_cut_unhealthy_first_install_is_recorded_failed_as_without_the_cut(
+    world: World,
+) -> None:
+    device = world.enroll()
+    target = app_update_cut_after_switch(world, device, earlier=False)
+    Agent(device.state, clock=Clock()).cycle()
+    record = FleetFiles(device.state.root).load_record()
+    last = record.last_update
+    assert last is not None and last["outcome"] == "unhealthy"
+    assert "has no earlier version" in last["event"]
+    assert [(f.target, f.outcome) for f in record.failures] == [(target, "failed")]
+    assert apps.current_version(device.sim.root, "pump") == "1.1"  # nothing to return to
+
+
+def test_an_open_app_trial_is_finished_even_when_the_record_was_lost(world: World) -> None:
+    """The trial lives beside the app: a fresh agent record still finishes it."""
+    device = world.enroll()
+    app_update_cut_after_switch(world, device, earlier=True)
+    FleetFiles(device.state.root).record_path.unlink()
+    result = Agent(device.state, clock=Clock()).cycle()
+    assert "finished an interrupted trial of app pump: rolled-back" in result.did
+    assert apps.current_version(device.sim.root, "pump") == "1.0"

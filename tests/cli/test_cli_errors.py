@@ -92,3 +92,25 @@ def test_api_command_without_the_fleet_root_names_the_file(fleet_dir: Path) -> N
     root_ca = fleet_dir / "pki" / "root-ca.pem"
     root_ca.unlink()
     _refused(["principal", "list", "--data-dir", str(fleet_dir)], str(root_ca))
+
+
+@pytest.mark.parametrize("minutes", ["²", "١٢٠", "12x", "-5"])
+def test_group_set_window_with_minutes_that_are_not_ascii_digits(
+    tmp_path: Path, minutes: str
+) -> None:
+    """``str.isdigit`` accepts '²' and Arabic-Indic digits: they are refused before any
+    request, not passed to ``int`` (a traceback)."""
+    args = ["group", "set-window", "night", "--timezone", "UTC", "--slot", f"mon 02:00 {minutes}"]
+    _refused([*args, "--data-dir", str(tmp_path / "none")], "must be 'DAYS HH:MM MINUTES'")
+
+
+@pytest.mark.parametrize("option", ["--poll-seconds", "--status-every"])
+@pytest.mark.parametrize("value", ["0", "-1", "0.01"])
+def test_simulate_refuses_intervals_that_would_spin(
+    tmp_path: Path, option: str, value: str
+) -> None:
+    """A zero interval would turn the simulator (or its status loop) into a hot loop."""
+    tokens = tmp_path / "tokens.csv"
+    tokens.write_text("serial,token\n")
+    args = ["simulate", "--tokens", str(tokens), "--model", "gw", option, value]
+    _refused(args, f"Invalid value for '{option}'", "greater than or equal to 0.1")

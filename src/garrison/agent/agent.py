@@ -16,6 +16,12 @@ One :meth:`Agent.cycle`, over one kept-alive mutual-TLS connection:
    reports, and check in again if the device changed;
 7. wait ``poll_seconds`` ± a uniformly random ``jitter_seconds`` (the server's numbers).
 
+An error of a step of 2, 5 or 6 does not skip the rest: what it stopped is recorded, the
+command, the reports and the check-in still happen, and the cycle then raises the first
+error (the daemon backs off). The device's storage failing anywhere (``OSError``) is
+raised as :class:`.executor.StorageFailed`; :meth:`Agent.run` survives every
+:class:`GarrisonError`.
+
 The agent keeps its directive and record in ``STATE/fleet`` (:mod:`.fleet_state`).
 """
 
@@ -36,7 +42,7 @@ from garrison.agent.channel import device_client
 from garrison.agent.converge import Plan, plan
 from garrison.agent.directive import NO_DIRECTIVE, Directive
 from garrison.agent.est_client import build_csr, enroll, fetch_cacerts, reenroll
-from garrison.agent.executor import Converger, Outcome
+from garrison.agent.executor import Converger, Outcome, storage_failed
 from garrison.agent.fleet_channel import ChannelError, CheckInResult, FleetChannel
 from garrison.agent.fleet_state import FleetFiles, Record
 from garrison.agent.identity import AgentConfig, Identity, StateDir, verify_issued
@@ -231,8 +237,15 @@ class Agent:
 
     def cycle(self) -> CycleResult:
         """One round of the daemon (see the module docstring). Raises what stopped it: the
-        control plane unreachable, a malformed directive (not acted on), or an update
-        that could not proceed for now; what was done before is kept and reported."""
+        control plane unreachable, a malformed directive (not acted on), an update that
+        could not proceed for now, the device's storage failing
+        (:class:`.executor.StorageFailed`); what was done before is kept and reported."""
+        try:
+            return self._guarded_cycle()
+        except OSError as exc:
+            raise storage_failed(exc) from exc
+
+    def _guarded_cycle(self) -> CycleResult:
         if self.renewal_due():
             identity = self.renew()
             log.info("renewed identity: certificate %x", identity.certificate.serial_number)
@@ -242,10 +255,11 @@ class Agent:
         updates = self._updates(config)
         with self._client(config, identity) as http:
             channel = FleetChannel(http)
+            before = record.last_cycle
             try:
                 return self._cycle(channel, http, config, record, updates)
             except GarrisonError as exc:
-                if record.last_cycle.get("error") != str(exc):  # stopped before converging
+                if record.last_cycle is before:  # stopped before the end recorded the cycle
                     at = self.clock().isoformat()
                     record.last_cycle = {"at": at, "did": [], "plan": [], "error": str(exc)}
                 raise
@@ -262,6 +276,7 @@ class Agent:
     ) -> CycleResult:
         converger = None
         notes: list[str] = []
+        errors: list[GarrisonError] = []
         if updates is not None:
             converger = Converger(
                 updates,
@@ -274,7 +289,12 @@ class Agent:
                 flush=lambda: self._flush(channel, record),
                 checkpoint=self.checkpoint,
             )
-            notes += converger.recover()
+            try:
+                notes += converger.recover()
+            except GarrisonError as exc:  # nothing converges before the interruption is done
+                errors.append(exc)
+                notes.append(f"stopped: {exc}")
+                converger = None
 
         checked = None
         inventory = self.inventory(record)
@@ -288,17 +308,28 @@ class Agent:
 
         outcome, planned = Outcome(), None
         if converger is not None:
-            planned = plan(directive, converger.facts(), self.clock())
-            converger.forget_downloads(_targets(directive))
-            outcome = converger.run(planned)
-            converger.confirm(directive.firmware)
+            try:
+                planned = plan(directive, converger.facts(), self.clock())
+                converger.forget_downloads(_targets(directive))
+                outcome = converger.run(planned)
+                converger.confirm(directive.firmware)
+            except GarrisonError as exc:
+                outcome.error = outcome.error or exc
+            except OSError as exc:
+                outcome.error = outcome.error or storage_failed(exc)
+        if outcome.error is not None:
+            errors.append(outcome.error)
         command = None
         # Asked only when the directive names a command: an idle cycle is one request. A
         # control plane without directives (204/404: older than them) is asked every cycle.
         if directive.command is not None or status in (204, 404):
-            command = run_operator_command(
-                http, UpdateState.of(self.state, config), self.checkpoint
-            )
+            try:
+                command = run_operator_command(
+                    http, UpdateState.of(self.state, config), self.checkpoint
+                )
+            except GarrisonError as exc:
+                errors.append(exc)
+                notes.append(f"operator command: {exc}")
         if command is not None:
             record.last_update = {
                 "target": None,
@@ -321,10 +352,10 @@ class Agent:
             "directive": directive.etag,
             "plan": [] if planned is None else planned.describe(),
             "did": did,
-            "error": "" if outcome.error is None else str(outcome.error),
+            "error": "; ".join(str(error) for error in errors),
         }
-        if outcome.error is not None:
-            raise outcome.error
+        if errors:
+            raise errors[0]
         return CycleResult(
             config.serial,
             checked,

@@ -23,7 +23,9 @@ The rules, in the order the steps come:
    is kept across them).
 3. **Maintenance window.** Downloads happen at any time; every change to what runs
    (install, configure, remove) waits for the window. When something waits, the plan ends
-   with one :class:`WaitForWindow` saying when the window opens next.
+   with one :class:`WaitForWindow` saying when the window opens next. The plan carries the
+   window (:attr:`Plan.window`): the executor asks it again right before each change
+   (:func:`changes`), since a long download may end after the window closed.
 
 An empty plan means the device already is what the directive says.
 """
@@ -35,6 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from garrison.agent.directive import Directive, FirmwareEntry
+from garrison.fleet.windows import Window
 
 # -- the facts --------------------------------------------------------------------------
 
@@ -155,7 +158,11 @@ Step = (
 
 @dataclass(frozen=True)
 class Plan:
+    """The steps, in order, and the maintenance window they were planned under (None:
+    always open)."""
+
     steps: tuple[Step, ...]
+    window: Window | None = None
 
     @property
     def idle(self) -> bool:
@@ -191,7 +198,7 @@ def plan(directive: Directive, facts: Facts, now: dt.datetime) -> Plan:
             if window_open:
                 steps.append(InstallFirmware(firmware))
             else:
-                waiting.append(f"firmware {firmware.version}")
+                waiting.append(waiting_for(InstallFirmware(firmware)))
 
     if directive.apps is not None:
         wanted = {a.name for a in directive.apps} | directive.kept
@@ -200,7 +207,7 @@ def plan(directive: Directive, facts: Facts, now: dt.datetime) -> Plan:
                 if window_open:
                     steps.append(RemoveApp(name, app.version))
                 else:
-                    waiting.append(f"removing app {name}")
+                    waiting.append(waiting_for(RemoveApp(name, app.version)))
         for entry in directive.apps:
             have = facts.apps.get(entry.name, AppFacts(None))
             runs = have.version == entry.version
@@ -214,17 +221,44 @@ def plan(directive: Directive, facts: Facts, now: dt.datetime) -> Plan:
                 if window_open:
                     steps.append(InstallApp(entry.name, entry.version, entry.target))
                 else:
-                    waiting.append(f"app {entry.name} {entry.version}")
+                    waiting.append(waiting_for(InstallApp(entry.name, entry.version, entry.target)))
             if have.config_digest != entry.config_digest:
                 if window_open:
                     steps.append(ConfigureApp(entry.name, entry.config))
                 elif runs:
-                    waiting.append(f"configuring app {entry.name}")
+                    waiting.append(waiting_for(ConfigureApp(entry.name, entry.config)))
 
     if waiting:
         assert window is not None  # only a closed window makes anything wait
         steps.append(WaitForWindow(window.next_open(now), window.timezone, tuple(waiting)))
-    return Plan(tuple(steps))
+    return Plan(tuple(steps), window)
+
+
+def changes(step: Step) -> bool:
+    """Whether ``step`` changes what runs (install, configure, remove): only inside the
+    maintenance window."""
+    return isinstance(step, InstallFirmware | InstallApp | ConfigureApp | RemoveApp)
+
+
+def waiting_for(step: Step) -> str:
+    """How a change that waits for the window is named in :class:`WaitForWindow`."""
+    match step:
+        case InstallFirmware(firmware):
+            return f"firmware {firmware.version}"
+        case InstallApp(name, version, _target):
+            return f"app {name} {version}"
+        case ConfigureApp(name, _config):
+            return f"configuring app {name}"
+        case RemoveApp(name, _version):
+            return f"removing app {name}"
+    raise AssertionError(f"{step!r} does not wait for the window")
+
+
+def wait_for_window(window: Window, steps: tuple[Step, ...], now: dt.datetime) -> WaitForWindow:
+    """The :class:`WaitForWindow` of ``steps`` (their changes) left undone at ``now``, with
+    the window closed."""
+    waiting = tuple(waiting_for(step) for step in steps if changes(step))
+    return WaitForWindow(window.next_open(now), window.timezone, waiting)
 
 
 def describe(step: Step) -> str:

@@ -11,18 +11,27 @@ the device, the update client and the agent's record.
   configuration is written atomically to ``apps/<name>/config.json``; a removal takes the
   app out in one rename (:func:`garrison.updates.apps.remove_app`).
 * **Crash safety.** Before an install starts, :class:`.fleet_state.Installing` is saved. At
-  the next start :meth:`Converger.recover` finishes a pending trial (its health checks
-  decide) and turns that record into the install's outcome, so a power cut never leaves
-  an outcome unreported or a device half-updated.
+  the next start :meth:`Converger.recover` finishes a pending trial — a firmware's A/B
+  trial, or an app's switch whose health checks had not decided
+  (:func:`garrison.updates.client.judge_app_trial`) — and turns that record into the
+  install's outcome, so a power cut never leaves an outcome unreported, an unchecked
+  version current or a device half-updated.
+* **Maintenance window.** The plan was made under a window; right before each change
+  (install, configure, remove) the window is asked again with the injected clock: a
+  download that ends after it closed stops the plan there ("waiting for maintenance
+  window …"), nothing is installed.
 * **Outcomes.** Each install ends in the record's ``last_update`` (reported in the
   inventory) and a report for the control plane (queued in the record's outbox and sent by
   the agent). A target that rolled back or was refused for good is recorded as a
   :class:`.converge.Failure`: the plan does not try it again under the same directive.
 * **Errors.** Refusals that trying again cannot change (policy, a malformed or mismatching
-  declaration, a package that does not verify on disk) fail that target and the plan goes
-  on. Trouble that may pass (the repository unreachable, a broken download, refused
-  metadata, an artifact with the wrong digest — discarded, fetched afresh next time) stops
-  the plan; :attr:`Outcome.error` carries it and the agent backs off.
+  declaration, a package that does not verify on disk or cannot be unpacked) fail that
+  target and the plan goes on. Any other error of a step — trouble that may pass (the
+  repository unreachable, a broken download, refused metadata, an artifact with the wrong
+  digest — discarded, fetched afresh next time), a device state that does not allow the
+  step, the device's storage failing (``OSError``, as :class:`StorageFailed`) — stops the
+  plan; :attr:`Outcome.error` carries it, the agent still answers the operator's
+  command, sends its reports and checks in, then backs off.
 """
 
 from __future__ import annotations
@@ -49,6 +58,9 @@ from garrison.agent.converge import (
     RemoveApp,
     Step,
     WaitForWindow,
+    changes,
+    describe,
+    wait_for_window,
 )
 from garrison.agent.directive import FirmwareEntry
 from garrison.agent.fleet_channel import ChannelError
@@ -58,7 +70,14 @@ from garrison.clock import Clock
 from garrison.errors import GarrisonError, InvalidRequest, PolicyError
 from garrison.updates import apps
 from garrison.updates.bootenv import ImageVerificationFailed
-from garrison.updates.client import InstallResult, UpdateClient, resume_device
+from garrison.updates.client import (
+    InstallResult,
+    UpdateClient,
+    app_result,
+    judge_app_trial,
+    resume_apps,
+    resume_device,
+)
 from garrison.updates.device_state import UpdateState
 from garrison.updates.download import ArtifactRefused, DownloadInterrupted
 from garrison.updates.eligibility import declaration
@@ -85,10 +104,31 @@ class DirectiveMismatch(PolicyError):
     type, app or version): the device follows the signature, not the directive."""
 
 
+class StorageFailed(GarrisonError):
+    """The device's storage failed (an ``OSError``: disk full, I/O error, read-only): the
+    step did not happen; the agent tries again after backing off."""
+
+
+def storage_failed(exc: OSError) -> StorageFailed:
+    """``exc`` as a :class:`StorageFailed` with a hint."""
+    return StorageFailed(
+        f"the device's storage failed: {exc}",
+        hint="free space or repair the device's storage; the agent tries again",
+    )
+
+
 def _permanent(exc: GarrisonError) -> bool:
     if isinstance(exc, TRANSIENT):
         return False
-    return isinstance(exc, PolicyError | InvalidRequest | ImageVerificationFailed)
+    return isinstance(
+        exc, PolicyError | InvalidRequest | ImageVerificationFailed | apps.PackageUnusable
+    )
+
+
+def detail_of(event: str, health: str) -> str:
+    """An install's event for people, with its health checks' reason unless the event
+    already says it (a firmware's rejection names it): each fact once."""
+    return event if not health or health in event else f"{event} (health: {health})"
 
 
 @dataclass
@@ -171,8 +211,22 @@ class Converger:
             notes.append(
                 f"finished an interrupted trial: {resumed.action}, {resumed.final.version} runs"
             )
-        apps.remove_leftovers(self.updates.device().root)
+        root = self.updates.device().root
+        apps.remove_leftovers(root)
         pending = self.record.installing
+        if pending is not None and pending.kind == "app":
+            # the pending app first: its verdict becomes the install's outcome below
+            trial = judge_app_trial(root, pending.name, self.checkpoint)
+            if trial is not None and trial.version == pending.version and trial.decided:
+                result = app_result(pending.target, trial)
+                self._finish(
+                    pending, result.outcome, result.version, detail_of(result.event, result.health)
+                )
+                self._after_app(pending.name, result.outcome)
+                notes.append(f"recorded the interrupted install of {pending.target}")
+                pending = None
+        for name, verdict in resume_apps(self.updates, self.checkpoint).items():
+            notes.append(f"finished an interrupted trial of app {name}: {verdict}")
         if pending is None:
             return notes
         device = self.updates.device()
@@ -191,9 +245,9 @@ class Converger:
                 self.record.installing = None
         else:
             current = apps.current_version(device.root, pending.name)
-            if current == pending.version:
+            if current == pending.version:  # switched without a trial record (older agent)
                 self._finish(pending, "committed", current, "installed; finished after a restart")
-            else:
+            else:  # the switch never happened: nothing ran, the plan tries again
                 self.record.installing = None
         self.save(self.record)
         notes.append(f"recorded the interrupted install of {pending.target}")
@@ -202,15 +256,25 @@ class Converger:
     # -- the plan ------------------------------------------------------------------------
 
     def run(self, plan: Plan) -> Outcome:
-        """Carry ``plan`` out, step by step (see the module docstring for errors)."""
+        """Carry ``plan`` out, step by step (see the module docstring for errors and the
+        maintenance window)."""
         outcome = Outcome()
         try:
-            for step in plan.steps:
+            for index, step in enumerate(plan.steps):
+                if changes(step) and plan.window is not None:
+                    now = self.clock()
+                    if not plan.window.is_open(now):
+                        wait = wait_for_window(plan.window, plan.steps[index:], now)
+                        outcome.did.append(describe(wait))
+                        break
                 try:
                     self._step(step, outcome)
-                except TRANSIENT as exc:
+                except GarrisonError as exc:
                     outcome.error = exc
-                    outcome.did.append(f"stopped: {exc}")
+                except OSError as exc:
+                    outcome.error = storage_failed(exc)
+                if outcome.error is not None:
+                    outcome.did.append(f"stopped: {outcome.error}")
                     break
         finally:
             if self._client is not None:
@@ -273,10 +337,7 @@ class Converger:
                 if result is not None:
                     outcome.changed = True
                     outcome.did.append(f"app {name} {version}: {result.outcome}")
-                    if result.outcome in ("committed", "current"):
-                        apps.prune_app(self.updates.device().root, name)
-                    else:
-                        self._failed.add(name)
+                    self._after_app(name, result.outcome)
             case ConfigureApp(name, config):
                 if name in self._failed:
                     return
@@ -299,6 +360,14 @@ class Converger:
                     )
             case WaitForWindow():
                 pass
+
+    def _after_app(self, name: str, outcome: str) -> None:
+        """After an app install: old versions go once it committed; after a failure its
+        later steps (configuration) are skipped."""
+        if outcome in ("committed", "current"):
+            apps.prune_app(self.updates.device().root, name)
+        else:
+            self._failed.add(name)
 
     # -- the work ------------------------------------------------------------------------
 
@@ -369,8 +438,9 @@ class Converger:
         self.save(self.record)
         self.flush()
         result = self.client.install(target)
-        detail = result.event + (f" (health: {result.health})" if result.health else "")
-        self._finish(pending, result.outcome, result.version, detail)
+        self._finish(
+            pending, result.outcome, result.version, detail_of(result.event, result.health)
+        )
         return result
 
     # -- outcomes ------------------------------------------------------------------------

@@ -164,7 +164,8 @@ def group_remove(
 
 def _slot(text: str) -> dict[str, Any]:
     parts = text.split()
-    if len(parts) != 3 or not parts[2].isdigit():
+    # ASCII digits only: str.isdigit() also accepts '²', which int() refuses
+    if len(parts) != 3 or not (parts[2].isascii() and parts[2].isdigit()):
         raise fail(
             InvalidRequest(
                 f"--slot {text!r} must be 'DAYS HH:MM MINUTES'",

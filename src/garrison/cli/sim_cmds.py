@@ -58,12 +58,16 @@ def simulate(
     ] = 0.0,
     poll_seconds: Annotated[
         float | None,
-        typer.Option(help="Poll this often instead of the control plane's interval"),
+        typer.Option(
+            min=0.1, help="Poll this often (seconds) instead of the control plane's interval"
+        ),
     ] = None,
     duration: Annotated[
         float | None, typer.Option(help="Stop after this many seconds [default: Ctrl-C]")
     ] = None,
-    status_every: Annotated[float, typer.Option(help="Seconds between status lines")] = 5.0,
+    status_every: Annotated[
+        float, typer.Option(min=0.1, help="Seconds between status lines")
+    ] = 5.0,
     root_ca: Annotated[
         Path | None, typer.Option(help="Fleet root CA [default: DATA_DIR/pki/root-ca.pem]")
     ] = None,

@@ -15,11 +15,24 @@ Guarantees:
   with one ``os.replace`` of a fresh symlink. After a crash at any instant ``current``
   points at a complete, verified version — the old or the new one.
 * :func:`rollback_app` points ``current`` back at ``previous`` in one step.
+* **A switch is a trial.** Given the release's health checks, :func:`install_app` first
+  records the trial (:class:`AppTrial`, stage ``switching``, with the checks) in
+  ``apps/<name>/.trial.json``, before anything is written; the client
+  (:func:`garrison.updates.client.judge_app_trial`) then runs the checks and records the
+  verdict (``rolling-back`` before it switches back; ``committed``, ``rolled-back`` or
+  ``unhealthy`` once decided). A power cut between the switch and the verdict therefore
+  leaves an open trial that the next start finishes: an unhealthy version never stays
+  current because its checks did not run.
 * Nothing here ever deletes the version ``current`` points to; :func:`prune_app` removes
   only versions that are neither current nor previous, and crash leftovers.
 * :func:`write_config` replaces ``config.json`` atomically (the old or the new file, whole),
   always in the canonical encoding of :func:`config_bytes`, so that its SHA-256
   (:func:`stored_config_digest`) equals :func:`config_digest` of the same configuration.
+* A release that cannot be installed as an app however often it is tried — an archive
+  that cannot be unpacked, a path that is not plain and relative, a version that cannot
+  name a directory — raises :class:`PackageUnusable`; trouble of the device's storage
+  (``OSError`` with an ``errno``: disk full, I/O error) raises plain
+  :class:`AppInstallError`, which may pass.
 * :func:`remove_app` takes the whole ``apps/<name>`` directory (every version, the links
   and the configuration) out of ``apps/`` with one ``rename`` to ``apps/.removed-…`` and
   only then deletes it: after a crash at any instant the app is either complete and
@@ -39,13 +52,16 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import lzma
 import os
 import secrets
 import shutil
 import tarfile
-from collections.abc import Mapping
-from dataclasses import dataclass
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from garrison.atomicfile import atomic_symlink, atomic_write, fsync_dir
 from garrison.updates.bootenv import ImageVerificationFailed, RollbackUnavailable, UpdateError
@@ -57,10 +73,77 @@ PackageContent = bytes | Path | Mapping[str, bytes]
 CONFIG_FILE = "config.json"
 MAX_CONFIG_BYTES = 64 * 1024
 REMOVED_PREFIX = ".removed-"
+TRIAL_FILE = ".trial.json"
+OPEN_STAGES = ("switching", "rolling-back")
+DECIDED_STAGES = ("committed", "rolled-back", "unhealthy")
 
 
 class AppInstallError(UpdateError):
     """An application package cannot be installed or switched."""
+
+
+class PackageUnusable(AppInstallError):
+    """A verified release that can never be installed as an app here: its archive cannot be
+    unpacked, it holds a path that is not plain and relative, or its version cannot name a
+    directory. Trying again cannot change that: the target fails for good."""
+
+
+@dataclass(frozen=True)
+class AppTrial:
+    """The trial of one app switch, kept in ``apps/<name>/.trial.json``.
+
+    ``stage``: ``switching`` (recorded before the switch; the checks have not run),
+    ``rolling-back`` (the checks failed, ``health`` says why; the switch back may not have
+    happened yet), or a verdict: ``committed``, ``rolled-back``, ``unhealthy`` (failed its
+    checks with no earlier version to return to; it stays current). ``running`` is the
+    version current once decided; ``event`` says what happened, for people."""
+
+    version: str
+    health_checks: tuple[tuple[str, ...], ...]
+    stage: str = "switching"
+    running: str | None = None
+    event: str = ""
+    health: str = ""
+
+    @property
+    def decided(self) -> bool:
+        return self.stage in DECIDED_STAGES
+
+    def decide(self, stage: str, running: str | None, event: str, health: str) -> AppTrial:
+        return replace(self, stage=stage, running=running, event=event, health=health)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "health_checks": [list(check) for check in self.health_checks],
+            "stage": self.stage,
+            "running": self.running,
+            "event": self.event,
+            "health": self.health,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> AppTrial:
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        checks = data["health_checks"]
+        if not isinstance(checks, list) or not all(
+            isinstance(c, list) and c and all(isinstance(a, str) for a in c) for c in checks
+        ):
+            raise ValueError("health_checks must be a list of argv lists")
+        stage, version, running = data["stage"], data["version"], data.get("running")
+        if stage not in OPEN_STAGES + DECIDED_STAGES:
+            raise ValueError(f"unknown stage {stage!r}")
+        if not isinstance(version, str) or not (running is None or isinstance(running, str)):
+            raise ValueError("version and running must be strings")
+        return cls(
+            version,
+            tuple(tuple(c) for c in checks),
+            stage,
+            running,
+            str(data.get("event", "")),
+            str(data.get("health", "")),
+        )
 
 
 @dataclass(frozen=True)
@@ -113,14 +196,18 @@ def install_app(
     info: AppInfo,
     *,
     checkpoint: Checkpoint = no_checkpoint,
+    health_checks: Sequence[Sequence[str]] | None = None,
 ) -> Path:
     """Install ``content`` as ``name`` ``version`` and make it current; return its directory.
 
     Refuses (:class:`ImageVerificationFailed`) a package whose length or SHA-256 is not
-    ``info``'s, before writing anything. An archive given as a ``Path`` is read twice (hashed,
-    then unpacked): it must be a file only this device writes, as the client's downloads.
-    Installing the version that is already current changes nothing. Checkpoints:
-    ``app-written``, ``app-after-switch``.
+    ``info``'s, before writing anything; :class:`PackageUnusable` for one that verifies but
+    cannot be unpacked (nothing is switched). An archive given as a ``Path`` is read twice
+    (hashed, then unpacked): it must be a file only this device writes, as the client's
+    downloads. Installing the version that is already current changes nothing. With
+    ``health_checks`` the switch is a trial (module docstring): it is recorded, stage
+    ``switching``, before anything is written, and stays open for the caller to judge.
+    Checkpoints: ``app-written``, ``app-after-switch``.
     """
     _check_version(version)
     base = app_dir(root, name)
@@ -131,12 +218,17 @@ def install_app(
         return target
     base.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(base)
+    if health_checks is not None:
+        checks = tuple(tuple(check) for check in health_checks)
+        write_trial(root, name, AppTrial(version, checks))
     staging = base / f".tmp-{version}-{secrets.token_hex(4)}"
     staging.mkdir()
     try:
         _stage(name, version, content, info, staging)
     except Exception:
         shutil.rmtree(staging, ignore_errors=True)
+        if health_checks is not None:
+            clear_trial(root, name)  # nothing was switched: no trial
         raise
     if target.exists():  # a complete, non-current copy: replaced by the fresh one
         shutil.rmtree(target)
@@ -170,6 +262,51 @@ def rollback_app(root: Path, name: str, *, checkpoint: Checkpoint = no_checkpoin
     checkpoint("app-after-switch")
     atomic_symlink(base / "previous", current)
     return previous
+
+
+def read_trial(root: Path, name: str) -> AppTrial | None:
+    """The trial recorded for app ``name`` (None: none). :class:`AppInstallError` when the
+    record is unreadable: an open trial cannot be judged without its checks."""
+    path = app_dir(root, name) / TRIAL_FILE
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise AppInstallError(f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        return AppTrial.from_json(json.loads(data))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise AppInstallError(
+            f"the trial record {path} is damaged: {exc}",
+            hint=f"check app {name} by hand, then delete the file",
+        ) from exc
+
+
+def write_trial(root: Path, name: str, trial: AppTrial) -> None:
+    """Record ``trial`` for app ``name``, atomically and durably."""
+    data = (json.dumps(trial.to_json(), sort_keys=True) + "\n").encode()
+    atomic_write(app_dir(root, name) / TRIAL_FILE, data, mode=0o640)
+
+
+def clear_trial(root: Path, name: str) -> None:
+    """Forget the trial recorded for app ``name`` (durably)."""
+    base = app_dir(root, name)
+    try:
+        (base / TRIAL_FILE).unlink()
+    except FileNotFoundError:
+        return
+    fsync_dir(base)
+
+
+def open_trials(root: Path) -> list[str]:
+    """The apps whose last switch is a trial without a verdict."""
+    found = []
+    for name in installed_apps(root):
+        trial = read_trial(root, name)
+        if trial is not None and not trial.decided:
+            found.append(name)
+    return found
 
 
 def prune_app(root: Path, name: str) -> list[str]:
@@ -323,7 +460,7 @@ def _check_name(value: str) -> None:
 
 def _check_version(value: str) -> None:
     if not valid_version(value) or value == CONFIG_FILE:
-        raise AppInstallError(
+        raise PackageUnusable(
             f"version {value!r} is not allowed",
             hint="a release version: 1-64 of A-Z a-z 0-9 . + ~ - starting with a letter or "
             "digit, not 'current', 'previous' or 'config.json'",
@@ -339,7 +476,7 @@ def _check_relative(path: str) -> PurePosixPath:
         or pure.is_absolute()
         or any(part in ("", ".", "..") for part in path.split("/"))
     ):
-        raise AppInstallError(f"package path {path!r} is not a plain relative path")
+        raise PackageUnusable(f"package path {path!r} is not a plain relative path")
     return pure
 
 
@@ -383,8 +520,14 @@ def _extract(archive: bytes | Path, dest: Path) -> None:
             else tarfile.open(fileobj=io.BytesIO(archive), mode="r:*")
         ) as tar:
             tar.extractall(dest, filter="data")
-    except (tarfile.TarError, OSError) as exc:
-        raise AppInstallError(f"cannot unpack the package: {exc}") from exc
+    except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as exc:
+        raise PackageUnusable(f"cannot unpack the package: {exc}") from exc
+    except OSError as exc:
+        if exc.errno is None:  # a decompressor's complaint about the data (bz2, gzip)
+            raise PackageUnusable(f"cannot unpack the package: {exc}") from exc
+        raise AppInstallError(
+            f"cannot unpack the package: {exc}", hint="check the device's storage (space, errors)"
+        ) from exc
 
 
 def _write_files(files: Mapping[str, bytes], dest: Path) -> None:

@@ -8,6 +8,7 @@
                     and every hash of its signed target (:mod:`.download`)
     install(t)      hand the verified file to the installer: an A/B image (switch, boot,
                     health checks, then commit or roll back by itself) or an app package
+                    (its switch a recorded trial: :func:`judge_app_trial`)
     update(path?)   all three; without a path, the release the control plane offers
 
 Only targets that :meth:`UpdateClient.check` returned can be downloaded or installed, and
@@ -27,6 +28,9 @@ Exception tree::
     │   ├── DownloadInterrupted           the transfer broke off; the next run resumes
     │   ├── BundleInvalid                 not a bundle, or its metadata far too old
     │   ├── UpdateStateError              e.g. installing a target that was never checked
+    │   ├── AppInstallError               an app cannot be installed, switched or configured
+    │   │   └── PackageUnusable           a verified app release that can never be
+    │   │                                 unpacked here (failed for good, not retried)
     │   └── ImageVerificationFailed
     │       └── ArtifactRefused           longer than declared, or not the signed digest
     ├── InvalidRequest
@@ -263,6 +267,7 @@ class UpdateClient:
         download and install ``target_path`` (default: the offered release); None when
         nothing is offered."""
         resume_device(self.state, self.checkpoint)
+        resume_apps(self.state, self.checkpoint)
         path = target_path if target_path is not None else self.offered()
         if path is None:
             return None
@@ -299,18 +304,19 @@ class UpdateClient:
         if apps.current_version(root, decl.name) == decl.version:
             return InstallResult(target.path, "current", decl.version, "already runs")
         info = apps.AppInfo(target.hashes["sha256"], target.length)
-        apps.install_app(root, decl.name, decl.version, artifact, info, checkpoint=self.checkpoint)
-        health = run_health_checks([CommandCheck(check) for check in decl.health_checks])
-        if health.healthy:
-            event = f"app {decl.name} {decl.version} installed"
-            return InstallResult(target.path, "committed", decl.version, event, health.reason)
-        try:
-            back = apps.rollback_app(root, decl.name, checkpoint=self.checkpoint)
-        except RollbackUnavailable:
-            event = f"app {decl.name} {decl.version} is unhealthy and has no earlier version"
-            return InstallResult(target.path, "unhealthy", decl.version, event, health.reason)
-        event = f"rolled-back: app {decl.name} {decl.version} unhealthy; {back} runs again"
-        return InstallResult(target.path, "rolled-back", back, event, health.reason)
+        apps.install_app(
+            root,
+            decl.name,
+            decl.version,
+            artifact,
+            info,
+            checkpoint=self.checkpoint,
+            health_checks=decl.health_checks,
+        )
+        trial = judge_app_trial(root, decl.name, self.checkpoint)
+        if trial is None or not trial.decided:  # install_app just switched: cannot happen
+            raise UpdateStateError(f"app {decl.name} {decl.version} was not switched")
+        return app_result(target.path, trial)
 
     def _require_checked(self, target: TargetFile) -> VerifiedTarget:
         verified = self._verified.get(target.path)
@@ -376,7 +382,7 @@ def run_operator_command(
         return None
     if response.status_code != 200:
         raise UpdateUnavailable(f"the control plane refused ({response.status_code})")
-    command = response.json()
+    command = _command(response)
     if command.get("action") != "rollback":
         outcome, detail, result = "refused", f"unknown action {command.get('action')!r}", None
     else:
@@ -387,7 +393,7 @@ def run_operator_command(
             outcome, detail, result = "refused", str(exc), None
     try:
         http.post(
-            f"/device/v1/commands/{int(command['id'])}",
+            f"/device/v1/commands/{command['id']}",
             json={
                 "outcome": outcome if outcome in ("committed", "rolled-back") else "refused",
                 "detail": detail[:300],
@@ -396,6 +402,28 @@ def run_operator_command(
     except httpx.HTTPError as exc:
         raise UpdateUnavailable(f"cannot report the rollback: {exc}") from exc
     return result
+
+
+def _command(response: httpx.Response) -> dict[str, object]:
+    """The operator command in a ``200`` answer of ``/device/v1/commands``: a JSON object
+    with an integer ``id`` and a string ``action``; anything else is refused (nothing is
+    done, nothing can be answered) as :class:`UpdateUnavailable`, so the agent backs off."""
+    hint = "the control plane sent a malformed command; the agent asks again next cycle"
+    try:
+        command = response.json()
+    except ValueError as exc:
+        raise UpdateUnavailable(f"the operator command is not JSON: {exc}", hint=hint) from exc
+    if (
+        not isinstance(command, dict)
+        or type(command.get("id")) is not int
+        or not isinstance(command.get("action"), str)
+    ):
+        raise UpdateUnavailable(
+            "the operator command is not an object with an integer id and a string action: "
+            f"{response.text[:200]!r}",
+            hint=hint,
+        )
+    return command
 
 
 def rollback_device(state: UpdateState, checkpoint: Checkpoint = no_checkpoint) -> InstallResult:
@@ -415,6 +443,72 @@ def rollback_device(state: UpdateState, checkpoint: Checkpoint = no_checkpoint) 
         checkpoint=checkpoint,
     )
     return _result("", report)
+
+
+def judge_app_trial(
+    root: Path, name: str, checkpoint: Checkpoint = no_checkpoint
+) -> apps.AppTrial | None:
+    """Bring the trial of app ``name`` (:class:`.apps.AppTrial`) to a verdict and return it.
+
+    ``switching`` with the version current: run its health checks; healthy → ``committed``;
+    unhealthy → ``rolling-back`` is recorded, then :func:`.apps.rollback_app` →
+    ``rolled-back`` (or, with no earlier version, ``unhealthy``: it stays current, as an
+    uninterrupted install leaves it). ``rolling-back``: the switch back is finished if it
+    had not happened. A verdict already recorded is returned as it is; a ``switching``
+    trial whose switch never happened is forgotten (None: nothing ran), as is a missing one.
+    Every step is recorded before the next starts, so a power cut at any instant is
+    finished by calling this again. Checkpoint: ``app-after-health`` (the checks ran, the
+    verdict is not recorded).
+    """
+    trial = apps.read_trial(root, name)
+    if trial is None or trial.decided:
+        return trial
+    current = apps.current_version(root, name)
+    if trial.stage == "switching":
+        if current != trial.version:
+            apps.clear_trial(root, name)
+            return None
+        health = run_health_checks([CommandCheck(check) for check in trial.health_checks])
+        checkpoint("app-after-health")
+        if health.healthy:
+            event = f"app {name} {trial.version} installed"
+            return _decided(root, name, trial.decide("committed", current, event, health.reason))
+        trial = trial.decide("rolling-back", None, "", health.reason)
+        apps.write_trial(root, name, trial)
+    back = current
+    if current == trial.version:
+        try:
+            back = apps.rollback_app(root, name, checkpoint=checkpoint)
+        except RollbackUnavailable:
+            event = f"app {name} {trial.version} is unhealthy and has no earlier version"
+            return _decided(root, name, trial.decide("unhealthy", current, event, trial.health))
+    event = f"rolled-back: app {name} {trial.version} unhealthy; {back} runs again"
+    return _decided(root, name, trial.decide("rolled-back", back, event, trial.health))
+
+
+def _decided(root: Path, name: str, trial: apps.AppTrial) -> apps.AppTrial:
+    apps.write_trial(root, name, trial)
+    return trial
+
+
+def app_result(path: str, trial: apps.AppTrial) -> InstallResult:
+    """The :class:`InstallResult` of a decided app trial."""
+    outcome: Outcome = "committed"
+    if trial.stage in ("rolled-back", "unhealthy"):
+        outcome = "rolled-back" if trial.stage == "rolled-back" else "unhealthy"
+    return InstallResult(path, outcome, trial.running or "", trial.event, trial.health)
+
+
+def resume_apps(state: UpdateState, checkpoint: Checkpoint = no_checkpoint) -> dict[str, str]:
+    """After an interruption: bring every open app trial to its verdict
+    (:func:`judge_app_trial`). Returns app name → verdict (``forgotten`` for a switch that
+    never happened)."""
+    root = state.device().root
+    verdicts = {}
+    for name in apps.open_trials(root):
+        trial = judge_app_trial(root, name, checkpoint)
+        verdicts[name] = "forgotten" if trial is None else trial.stage
+    return verdicts
 
 
 def resume_device(
