@@ -67,7 +67,7 @@ from garrison.sim.scenario import Scenario
 from garrison.store.database import Database
 
 DEFAULT_DEVICES = 10_000
-DEFAULT_POLL_SECONDS = 5.0
+DEFAULT_POLL_SECONDS = 10.0
 DEFAULT_INSTALL_SECONDS = 2.0
 DEFAULT_FAILING = 5
 MODEL = "gw-1"
@@ -78,6 +78,7 @@ HOST = "127.0.0.1"
 # of 30 minutes that would be a check-in a minute per device. Time is compressed for polls
 # only: a heartbeat would come every 6 hours, so never during a campaign.
 HEARTBEAT_POLLS = 10**9
+FIRST_CONTACTS = 32
 
 
 @dataclass
@@ -222,9 +223,9 @@ async def run(
     enrolled = time.perf_counter() - started
     _progress(f"{len(specs)} devices enrolled over EST in {enrolled:.1f}s; starting them")
     started = time.perf_counter()
-    # the first connections spread over a minute for 10,000 devices (a TLS handshake costs
-    # the server a few ms: all at once would overflow its accept queue)
-    sim.start(spread=max(1.0, len(specs) / 150))
+    # first contacts (TLS handshake, check-in, first directive) 32 at a time: the fleet
+    # comes online as fast as the control plane takes it, without timeouts and retries
+    sim.start(spread=1.0, first_contacts=FIRST_CONTACTS)
     try:
         await until(
             lambda: sim.tally.requests["POST /device/v1/checkin 200"] >= len(specs),

@@ -341,14 +341,21 @@ class SimDevice:
             jitter = float(self.state.poll[1]) if self.behaviour.poll_seconds is None else 0.0
         return max(0.05, poll + self.rng.uniform(-jitter, jitter))
 
-    async def run(self, first_delay: float = 0.0) -> None:
+    async def run(self, first_delay: float = 0.0, gate: asyncio.Semaphore | None = None) -> None:
         """Cycle until cancelled or :attr:`stopped`; a failed cycle is counted and tried
-        again after the usual wait."""
+        again after the usual wait. Cycles run under ``gate`` until one has succeeded (the
+        first contact: TLS handshake, check-in, first directive), so that a fleet coming
+        online queues here instead of in the control plane's timeouts."""
         if first_delay > 0:
             await asyncio.sleep(first_delay)
         while not self.stopped:
             try:
-                await self.cycle()
+                if gate is None:
+                    await self.cycle()
+                else:
+                    async with gate:
+                        await self.cycle()
+                    gate = None
             except SimDeviceError as exc:
                 self.tally.failed_cycles += 1
                 self.last_error = str(exc)

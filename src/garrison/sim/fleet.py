@@ -101,11 +101,15 @@ class Simulator:
         self.devices.append(device)
         return device
 
-    def start(self, spread: float = 0.0) -> None:
-        """Every device starts cycling, each after a random delay up to ``spread`` seconds."""
+    def start(self, spread: float = 0.0, first_contacts: int | None = None) -> None:
+        """Every device starts cycling, each after a random delay up to ``spread`` seconds;
+        with ``first_contacts``, at most that many devices make their first contact at
+        once (the rest wait for their turn, as a fleet coming online would back off)."""
+        gate = asyncio.Semaphore(first_contacts) if first_contacts else None
         for device in self.devices:
             delay = self._rng.uniform(0, spread) if spread > 0 else 0.0
-            self._tasks.append(asyncio.create_task(device.run(delay), name=device.serial))
+            task = asyncio.create_task(device.run(delay, gate), name=device.serial)
+            self._tasks.append(task)
 
     async def cycle_all(self, concurrency: int = 64) -> None:
         """One cycle of every device, at most ``concurrency`` at a time (for step-by-step
