@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.exc import OperationalError
 
-from garrison.fleet.last_seen import LastSeen
+from garrison.fleet.last_seen import DATABASE_ERRORS, LastSeen
 from garrison.store.database import Database
 from garrison.store.tables import devices
 from tests.conftest import RunningFleet
@@ -77,7 +76,7 @@ def test_a_failed_flush_keeps_the_times(tmp_path: Path) -> None:
     broken = Database(f"sqlite:///{tmp_path / 'unmigrated.db'}")  # no devices table
     recorder = LastSeen(broken, interval=60)
     recorder.record(7, T0)
-    with pytest.raises(OperationalError):
+    with pytest.raises(DATABASE_ERRORS, match="no such table"):
         recorder.flush()
     assert recorder.pending == 1
     recorder.record(7, T0 - dt.timedelta(seconds=1))  # older than the kept one
@@ -142,3 +141,40 @@ def test_a_served_fleet_writes_last_seen_of_polls_by_its_shutdown(fleet: Running
             select(devices.c.last_seen_at).where(devices.c.serial == "LS-POLL")
         ).scalar_one()
     assert last is not None and last >= started
+
+
+def test_replicas_flushing_the_same_devices_at_once_neither_fail_nor_go_back(
+    fleet: RunningFleet,
+) -> None:
+    """Two processes' recorders (here: two recorders on two threads) flush overlapping
+    devices at the same moment, over and over: rows are locked in one order, no deadlock,
+    and the newest time wins."""
+    import threading
+
+    ids = add_devices(fleet.database, 200)
+    other = Database(fleet.fleet.settings.database_url)  # a second pool, as a replica has
+    try:
+        recorders = [LastSeen(fleet.database, 60), LastSeen(other, 60)]
+        errors: list[BaseException] = []
+        for round_ in range(5):
+            for n, recorder in enumerate(recorders):
+                for device_id in reversed(ids) if n else ids:
+                    recorder.record(device_id, T0 + dt.timedelta(seconds=10 * round_ + n))
+            start = threading.Barrier(2)
+
+            def flush(recorder: LastSeen, start: threading.Barrier = start) -> None:
+                start.wait()
+                try:
+                    recorder.flush()
+                except BaseException as exc:  # collected for the assertion
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=flush, args=(r,)) for r in recorders]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        assert errors == []
+        assert {seen(fleet.database, d) for d in ids} == {T0 + dt.timedelta(seconds=41)}
+    finally:
+        other.dispose()
