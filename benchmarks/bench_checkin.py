@@ -417,6 +417,7 @@ def serve_uvicorn(data_dir: Path, port: int) -> None:
         log_level="warning",
         access_log=False,
         server_header=False,
+        proxy_headers=False,
         timeout_keep_alive=30,
         ssl_context_factory=lambda _config, _default: context,
     )
